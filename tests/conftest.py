@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny MNIST slices, temporary storage, the smoke study file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "studies" / "smoke.toml"
+DEFAULT_STUDY = ROOT / "studies" / "mnist_cnn.toml"
+
+
+def _synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class-separable 28x28 uint8 images: one bright bar per class at a class-specific place."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 10
+    x = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(y):
+        row = 3 + 2 * label
+        x[i, row : row + 3, 4:24] = 255
+    order = rng.permutation(n)
+    return x[order], y[order].astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def mnist_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small Keras-layout mnist.npz: 2,000 train / 500 test images.
+
+    Sliced from $TUNING_MNIST when it is set (as in CI); generated otherwise.
+    """
+    out = tmp_path_factory.mktemp("data") / "mnist_slice.npz"
+    source = os.environ.get("TUNING_MNIST")
+    if source and Path(source).is_file():
+        with np.load(source) as full:
+            arrays = {
+                "x_train": full["x_train"][:2000],
+                "y_train": full["y_train"][:2000],
+                "x_test": full["x_test"][:500],
+                "y_test": full["y_test"][:500],
+            }
+    else:
+        x_train, y_train = _synthetic_digits(2000, seed=0)
+        x_test, y_test = _synthetic_digits(500, seed=1)
+        arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    np.savez_compressed(out, **arrays)
+    return out
+
+
+@pytest.fixture
+def storage_url(tmp_path: Path) -> str:
+    """A fresh SQLite database file for one test."""
+    return f"sqlite:///{tmp_path / 'studies.db'}"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never write to the project's storage/ and never read a developer's settings."""
+    monkeypatch.delenv("TUNING_STORAGE", raising=False)
+    monkeypatch.setenv("TUNING_ARTIFACTS", str(tmp_path / "artifacts"))

@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import SMOKE
+from tuning.config import StudySpec, load_spec
+from tuning.errors import StudyMismatchError, TrainingDivergedError
+from tuning.space import CNNHyperModel, seed_params
+from tuning.study import make_objective, open_study
+
+SHA = "a" * 64
+
+
+def spec_with(**fidelity: Any) -> StudySpec:
+    spec = load_spec(SMOKE)
+    return dataclasses.replace(spec, fidelity=dataclasses.replace(spec.fidelity, **fidelity))
+
+
+def open_smoke(storage_url: str, spec: StudySpec | None = None, sha: str = SHA) -> optuna.Study:
+    spec = spec or load_spec(SMOKE)
+    hypermodel = CNNHyperModel(max_epochs=spec.fidelity.max_epochs)
+    return open_study(spec, storage=storage_url, data_sha256=sha, hypermodel=hypermodel)
+
+
+def test_new_study_records_its_protocol_and_starts_with_the_seed_network(storage_url: str) -> None:
+    study = open_smoke(storage_url)
+    protocol = study.user_attrs["protocol"]
+    assert protocol["folds"] == 2 and protocol["subset"] == 2000 and protocol["data_sha256"] == SHA
+    assert len(protocol["space_fingerprint"]) == 16
+    assert any(p["name"] == "filters_2" for p in study.user_attrs["space"])
+    first = study.ask()
+    assert first.number == 0
+    assert first.user_attrs["baseline"] == "seed network"
+    hp_values = {name: first.suggest_categorical(name, [v]) for name, v in seed_params(1).items()}
+    assert hp_values == seed_params(1)
+
+
+def test_running_again_resumes_the_same_study(storage_url: str) -> None:
+    study = open_smoke(storage_url)
+    study.tell(study.ask(), 0.5)
+    again = open_smoke(storage_url)
+    assert again._study_id == study._study_id
+    assert len(optuna.get_all_study_names(storage_url)) == 1
+    assert [t.value for t in again.trials] == [0.5]
+    assert len(again.trials) == 1  # the seed network is not enqueued a second time
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"folds": 3}, "folds=2"),
+        ({"subset": 1000}, "subset=2000"),
+        ({"max_epochs": 2}, "max_epochs=1"),
+    ],
+)
+def test_changed_protocol_is_refused_and_nothing_is_lost(
+    storage_url: str, change: dict[str, int], field: str
+) -> None:
+    study = open_smoke(storage_url)
+    study.tell(study.ask(), 0.5)
+    with pytest.raises(StudyMismatchError) as info:
+        open_smoke(storage_url, spec_with(**change))
+    assert "study 'smoke'" in str(info.value) and field in str(info.value)
+    assert "new [study] name" in str(info.value)
+    assert len(optuna.load_study(study_name="smoke", storage=storage_url).trials) == 1
+
+
+def test_changed_data_or_search_space_is_refused(storage_url: str) -> None:
+    open_smoke(storage_url)
+    with pytest.raises(StudyMismatchError, match="data_sha256=a{64}"):
+        open_smoke(storage_url, sha="b" * 64)
+
+    class WiderSpace(CNNHyperModel):
+        def fit_options(self, hp: Any) -> dict[str, int]:
+            return {"batch_size": hp.Choice("batch_size", [16, 32]), "epochs": 1}
+
+    spec = load_spec(SMOKE)
+    with pytest.raises(StudyMismatchError, match="space_fingerprint"):
+        open_study(spec, storage=storage_url, data_sha256=SHA, hypermodel=WiderSpace(max_epochs=1))
+
+
+def test_a_resumed_run_does_not_replay_the_first_runs_random_draws(storage_url: str) -> None:
+    smoke = load_spec(SMOKE)
+    random = dataclasses.replace(smoke.search, sampler="random")
+    spec = dataclasses.replace(smoke, enqueue_seed=False, search=random)
+    first = open_smoke(storage_url, spec)
+    draws = []
+    for _ in range(2):
+        trial = first.ask()
+        draws.append(trial.suggest_float("x", 0, 1))
+        first.tell(trial, 0.0)
+    resumed = open_smoke(storage_url, spec)
+    trial = resumed.ask()
+    assert trial.suggest_float("x", 0, 1) not in draws
+
+
+class TinyHyperModel(CNNHyperModel):
+    """A 7,850-weight net with the same hp calls for training knobs; trains in a blink."""
+
+    def __init__(self, *, scale: float = 1 / 255, max_epochs: int = 2) -> None:
+        super().__init__(max_epochs=max_epochs)
+        self.scale = scale
+
+    def build(self, hp: Any) -> keras.Model:
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Rescaling(self.scale),
+                keras.layers.Flatten(),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        )
+        model.compile(
+            keras.optimizers.Adam(hp.Float("learning_rate", 1e-3, 1e-2, sampling="log")),
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
+
+
+def tiny_data(n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    y = (np.arange(n) % 10).astype(np.uint8)
+    x = np.zeros((n, 28, 28, 1), np.uint8)
+    x[np.arange(n), 2 * y, :, 0] = 255
+    return x, y
+
+
+def test_objective_reports_without_step_collisions_and_records_fold_attributes() -> None:
+    spec = spec_with(folds=3, max_epochs=2)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"learning_rate": 5e-3, "batch_size": 32, "epochs": 2})
+    x, y = tiny_data()
+    study.optimize(make_objective(TinyHyperModel(), x, y, spec=spec), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    # Fold 0's learning curve at steps 0-1, then the running CV mean after folds 1 and 2.
+    assert sorted(trial.intermediate_values) == [0, 1, 2, 3]
+    folds = trial.user_attrs["fold_accuracies"]
+    assert len(folds) == 3 and trial.value == pytest.approx(np.mean(folds))
+    assert trial.intermediate_values[2] == pytest.approx(folds[0])
+    assert trial.intermediate_values[3] == pytest.approx(np.mean(folds[:2]))
+    assert trial.user_attrs["cv_std"] == pytest.approx(np.std(folds))
+    assert trial.user_attrs["param_count"] == 7850
+    assert trial.user_attrs["train_seconds"] > 0
+    assert set(trial.user_attrs["versions"]) >= {"tensorflow", "keras", "optuna", "keras_tuner"}
+    assert len(trial.user_attrs["fold_histories"]) == 3
+
+
+def test_wilcoxon_pruner_sees_one_step_per_fold() -> None:
+    spec = dataclasses.replace(
+        spec_with(folds=3, max_epochs=2),
+        search=dataclasses.replace(load_spec(SMOKE).search, pruner="wilcoxon"),
+    )
+    study = optuna.create_study(direction="maximize")
+    x, y = tiny_data()
+    study.optimize(make_objective(TinyHyperModel(), x, y, spec=spec), n_trials=1)
+    assert sorted(study.trials[0].intermediate_values) == [0, 1]
+
+
+def test_a_pruned_trial_stops_after_its_first_epoch() -> None:
+    spec = spec_with(folds=3, max_epochs=2)
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0)
+    )
+    x, y = tiny_data()
+    study.optimize(make_objective(TinyHyperModel(), x, y, spec=spec), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.PRUNED
+    assert list(trial.intermediate_values) == [0]
+    assert "fold_accuracies" not in trial.user_attrs
+
+
+def test_a_nan_trial_fails_and_the_study_continues() -> None:
+    spec = spec_with(folds=2, max_epochs=1)
+    study = optuna.create_study(direction="maximize")
+    x, y = tiny_data()
+    broken = make_objective(TinyHyperModel(scale=float("inf")), x, y, spec=spec)
+    healthy = make_objective(TinyHyperModel(), x, y, spec=spec)
+    objectives = iter([broken, healthy])
+    study.optimize(lambda t: next(objectives)(t), n_trials=2, catch=(TrainingDivergedError,))
+    failed, done = study.trials
+    assert failed.state == TrialState.FAIL and "loss became nan" in failed.user_attrs["fail_reason"]
+    assert done.state == TrialState.COMPLETE

@@ -1,0 +1,228 @@
+"""The `tuning` command line. Each subcommand is a thin layer over a library function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+# Before TensorFlow is imported anywhere: keep its C++ start-up chatter out of the user's terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tuning.errors import TuningError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Heartbeats and grouped TPE are marked experimental; the warnings say nothing actionable.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "study_file", metavar="STUDY.toml", help="the study file, e.g. studies/mnist_cnn.toml"
+    )
+    parser.add_argument(
+        "--storage", help="database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
+    )
+    parser.add_argument(
+        "--trials", type=int, help="trials to add in this run (default: [budget] trials)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="stop starting trials after SECONDS (default: [budget] timeout)",
+    )
+    parser.add_argument(
+        "--data",
+        help="MNIST .npz in the Keras layout (default: $TUNING_MNIST, else keras.datasets)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """Create or resume a study and add trials; print a summary at the end."""
+    from tuning.config import load_spec
+    from tuning.progress import StudyProgress, summary
+    from tuning.storage import redact, resolve_storage_url
+    from tuning.study import run_study
+
+    spec = load_spec(args.study_file)
+    for flag in ("trials", "timeout"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise TuningError(f"--{flag} must be > 0. Received: {value}")
+    n_trials = args.trials or spec.budget.trials
+    timeout = args.timeout or spec.budget.timeout
+    storage = resolve_storage_url(args.storage)
+    _quiet_libraries()
+    progress = StudyProgress(n_trials=n_trials, timeout=timeout, disable=args.no_progress)
+    try:
+        study = run_study(
+            spec,
+            storage=storage,
+            data=args.data,
+            n_trials=n_trials,
+            timeout=timeout,
+            callbacks=[progress],
+            on_progress=progress.status,
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        print(
+            f"\nInterrupted: the running trial was marked FAIL; every finished trial is kept in "
+            f"{redact(storage)}. Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    progress.close()
+    print(summary(study, storage=redact(storage), study_file=args.study_file))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve optuna-dashboard until Ctrl-C; warn when it is reachable from other machines."""
+    from tuning.dashboard import Dashboard, no_login_warning
+
+    _quiet_libraries()
+    warning = no_login_warning(args.host, args.port)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    dashboard = Dashboard(args.storage, host=args.host, port=args.port, artifacts=args.artifacts)
+    print(dashboard.banner(), flush=True)
+    try:
+        dashboard.serve_forever()
+    except KeyboardInterrupt:
+        print("\nDashboard stopped.", file=sys.stderr)
+    finally:
+        dashboard.close()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Retrain the best trial on all images, test it once, write the model, card and report."""
+    from tuning.config import load_spec
+    from tuning.export import export_study
+
+    spec = load_spec(args.study_file)
+    _quiet_libraries()
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def on_epoch(epoch: int, epochs: int, logs: dict[str, float]) -> None:
+        log(
+            f"  epoch {epoch}/{epochs}: loss {logs.get('loss', float('nan')):.4f}, "
+            f"accuracy {logs.get('accuracy', float('nan')):.4f}"
+        )
+
+    result = export_study(
+        spec,
+        storage=args.storage,
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        log=log,
+        on_epoch=on_epoch,
+    )
+    card = result.card
+    print(
+        f"Exported trial #{card['trial']} of study {card['study']} to {result.out_dir}/\n"
+        f"  CV accuracy {card['cv']['mean']:.4f}, test accuracy {card['test']['accuracy']:.4f} "
+        f"({card['test']['errors']} errors in {card['test']['images']}), "
+        f"retrained {card['training']['epochs']} epochs in {card['training']['seconds']:.0f} s\n"
+        f"  Try: tuning predict {result.out_dir / 'model.keras'} IMAGE.png"
+    )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Print the predicted class and its probability for each image."""
+    import json
+
+    from tuning.predict import format_predictions, predict_images
+
+    _quiet_libraries()
+    predictions = predict_images(args.model, args.images)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    else:
+        print(format_predictions(predictions))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuning", description="Hyperparameter-tuning studies for Keras CNNs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    study = sub.add_parser("study", help="create or resume a study and run trials")
+    _add_run_flags(study)
+    study.set_defaults(func=cmd_study)
+    dash = sub.add_parser("dashboard", help="open optuna-dashboard on the studies and artifacts")
+    dash.add_argument(
+        "--storage", help="database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
+    )
+    dash.add_argument(
+        "--artifacts", help="artifact folder (default: $TUNING_ARTIFACTS or storage/artifacts)"
+    )
+    dash.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only: there is no login)",
+    )
+    dash.add_argument(
+        "--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)"
+    )
+    dash.set_defaults(func=cmd_dashboard)
+    export = sub.add_parser(
+        "export", help="retrain the best trial on all images, test it once, export it"
+    )
+    export.add_argument(
+        "study_file", metavar="STUDY.toml", help="the study file, e.g. studies/mnist_cnn.toml"
+    )
+    export.add_argument(
+        "--storage", help="database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
+    )
+    export.add_argument(
+        "--data",
+        help="MNIST .npz in the Keras layout (default: $TUNING_MNIST, else keras.datasets)",
+    )
+    export.add_argument("--out", help="output folder (default: storage/models/<study>)")
+    export.add_argument(
+        "--epochs", type=int, help="retraining epochs (default: [export] epochs of the study file)"
+    )
+    export.set_defaults(func=cmd_export)
+    predict = sub.add_parser("predict", help="classify images with an exported model")
+    predict.add_argument(
+        "model", metavar="MODEL.keras", help="e.g. storage/models/mnist_cnn/model.keras"
+    )
+    predict.add_argument(
+        "images", metavar="IMAGE", nargs="+", help="PNG or JPEG files, any size or polarity"
+    )
+    predict.add_argument("--json", action="store_true", help="print JSON instead of text")
+    predict.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `tuning` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except TuningError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Stratified k-fold scoring of a Keras model-building function. Knows nothing of Optuna.
+
+The same splits are used for every trial (they depend only on the labels, k and the seed), and
+each fold starts from the same random seed, so two configurations are compared on equal terms.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import keras
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from tuning.errors import TrainingDivergedError
+
+BuildFn = Callable[[], keras.Model]
+EpochFn = Callable[[int, int, float], None]
+"""Called as `on_epoch(fold, epoch, val_accuracy)` after every epoch; may raise to stop."""
+FoldFn = Callable[[int, float], None]
+"""Called as `on_fold(fold, val_accuracy)` after every fold; may raise to stop."""
+
+
+class FitFn(Protocol):
+    def __call__(self, model: keras.Model, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class CVResult:
+    """Per-fold validation accuracies (final epoch) and what it cost."""
+
+    fold_accuracies: list[float]
+    train_seconds: float
+    param_count: int
+    histories: list[dict[str, list[float]]] = field(repr=False)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.fold_accuracies))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.fold_accuracies))
+
+
+def fold_indices(y: np.ndarray, *, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified (train, validation) index pairs; the same for the same labels, k and seed."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
+class _EpochReporter(keras.callbacks.Callback):
+    def __init__(self, fold: int, on_epoch: EpochFn | None) -> None:
+        super().__init__()
+        self.fold = fold
+        self.on_epoch = on_epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        loss = float(logs.get("loss", math.nan))
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(
+                f"training loss became {loss} in fold {self.fold}, epoch {epoch + 1}"
+            )
+        if self.on_epoch is not None:
+            self.on_epoch(self.fold, epoch, float(logs["val_accuracy"]))
+
+
+def _default_fit(model: keras.Model, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> Any:
+    return model.fit(x, y, **kwargs)
+
+
+def cross_validate(
+    build: BuildFn,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    folds: int,
+    seed: int,
+    fit: FitFn = _default_fit,
+    on_epoch: EpochFn | None = None,
+    on_fold: FoldFn | None = None,
+) -> CVResult:
+    """Train a fresh `build()` model on each fold and score it on the held-out part.
+
+    Args:
+        build: returns a new compiled model with an `accuracy` metric.
+        x, y: all images and labels to split; the test set never belongs here.
+        folds: k. seed: fixes the splits and each fold's initial weights.
+        fit: trains `model` on (x, y); receives `validation_data`, `callbacks` and `verbose`.
+        on_epoch, on_fold: progress hooks; raising from one (say, `optuna.TrialPruned`) stops
+            the run.
+
+    Raises:
+        TrainingDivergedError: a fold's training loss became NaN or infinite.
+    """
+    accuracies: list[float] = []
+    histories: list[dict[str, list[float]]] = []
+    seconds = 0.0
+    param_count = 0
+    for fold, (train_idx, val_idx) in enumerate(fold_indices(y, folds=folds, seed=seed)):
+        keras.utils.set_random_seed(seed + fold)
+        try:
+            history, param_count, fold_seconds = _train_fold(
+                build, fit, fold, x[train_idx], y[train_idx], (x[val_idx], y[val_idx]), on_epoch
+            )
+        finally:
+            # Without this, graphs and weights of every fold pile up in one process.
+            keras.backend.clear_session()
+            gc.collect()
+        seconds += fold_seconds
+        histories.append(history)
+        accuracies.append(history["val_accuracy"][-1])
+        if on_fold is not None:
+            on_fold(fold, accuracies[-1])
+    return CVResult(accuracies, seconds, param_count, histories)
+
+
+def _train_fold(
+    build: BuildFn,
+    fit: FitFn,
+    fold: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    validation_data: tuple[np.ndarray, np.ndarray],
+    on_epoch: EpochFn | None,
+) -> tuple[dict[str, list[float]], int, float]:
+    model = build()
+    start = time.perf_counter()
+    history = fit(
+        model,
+        x,
+        y,
+        validation_data=validation_data,
+        callbacks=[_EpochReporter(fold, on_epoch)],
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    logs = {key: [float(v) for v in values] for key, values in history.history.items()}
+    return logs, model.count_params(), seconds

@@ -1,0 +1,41 @@
+"""The exception tree. Every error a user can cause is a `TuningError` with a one-line message."""
+
+
+class TuningError(Exception):
+    """Base class: the CLI prints the message on one line and exits with status 2."""
+
+
+class ConfigError(TuningError, ValueError):
+    """A study file is missing, malformed, or has unknown keys or out-of-range values."""
+
+
+class DataError(TuningError, ValueError):
+    """A dataset is missing, unreadable, or has the wrong keys, shapes or dtypes."""
+
+
+class StorageError(TuningError):
+    """A storage URL is unknown or the database cannot be opened."""
+
+
+class StudyMismatchError(TuningError):
+    """A stored study was created with a different search space, fold protocol or data."""
+
+
+class TrainingDivergedError(TuningError):
+    """Training produced a non-finite loss; the trial fails and the study goes on."""
+
+
+class DashboardError(TuningError):
+    """The dashboard cannot listen on the requested host and port."""
+
+
+class ExportError(TuningError):
+    """A study cannot be exported: missing, without a completed trial, or no writable output."""
+
+
+class ModelError(TuningError, ValueError):
+    """A model file is missing, not a Keras model, legacy HDF5, or needs unsafe deserialization."""
+
+
+class ImageError(TuningError, ValueError):
+    """An image file is missing, unreadable, not an image, or holds no ink."""

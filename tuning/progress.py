@@ -1,0 +1,95 @@
+"""What a user watches: a progress bar during a study and a one-screen summary after it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
+
+
+class StudyProgress:
+    """A tqdm bar over this run's trials: done, best so far, current fold, time left.
+
+    Use as an Optuna callback (per finished trial) and as the objective's `on_progress` hook.
+    """
+
+    def __init__(self, *, n_trials: int, timeout: float | None, disable: bool = False) -> None:
+        self.timeout = timeout
+        self.start = time.monotonic()
+        self.bar = tqdm(total=n_trials, unit="trial", dynamic_ncols=True, disable=disable)
+        self.best = ""
+        self.current = ""
+
+    def _refresh(self) -> None:
+        parts = [p for p in (self.best, self.current) if p]
+        if self.timeout is not None:
+            left = max(0.0, self.timeout - (time.monotonic() - self.start))
+            parts.append(f"timeout in {int(left // 60)}m{int(left % 60):02d}s")
+        self.bar.set_postfix_str(" | ".join(parts), refresh=True)
+
+    def status(self, message: str) -> None:
+        self.current = message
+        self._refresh()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        try:
+            best = study.best_trial
+            self.best = f"best {best.value:.4f} (#{best.number})"
+        except ValueError:  # no completed trial yet
+            self.best = "best -"
+        self.current = f"#{trial.number} {trial.state.name.lower()}"
+        self.bar.update(1)
+        self._refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def cv_line(trial: FrozenTrial) -> str:
+    """'0.9912 ± 0.0011 over 3 folds (0.9901, 0.9925, 0.9910)' for a completed trial."""
+    folds = trial.user_attrs.get("fold_accuracies", [])
+    std = trial.user_attrs.get("cv_std", float(np.std(folds)) if folds else 0.0)
+    listed = ", ".join(f"{a:.4f}" for a in folds)
+    return f"{trial.value:.4f} ± {std:.4f} over {len(folds)} folds ({listed})"
+
+
+def summary(study: optuna.Study, *, storage: str, study_file: str) -> str:
+    """A one-screen text summary of a study: counts, best trial, its parameters, the baseline."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+    lines = [
+        f"Study {study.study_name}  ({storage})",
+        f"Trials: {len(trials)} — {counts[TrialState.COMPLETE]} complete, "
+        f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed",
+    ]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        lines.append("No completed trial yet: run the same command again to continue.")
+        return "\n".join(lines)
+    best = study.best_trial
+    lines.append(f"Best: trial #{best.number}, CV accuracy {cv_line(best)}")
+    baseline = next((t for t in complete if t.user_attrs.get("baseline")), None)
+    if baseline is not None:
+        lines.append(f"Seed network (trial #{baseline.number}): {cv_line(baseline)}")
+    extra = []
+    if "param_count" in best.user_attrs:
+        extra.append(f"{best.user_attrs['param_count']:,} weights")
+    if "train_seconds" in best.user_attrs:
+        extra.append(f"{best.user_attrs['train_seconds']:.0f} s training")
+    if extra:
+        lines.append("  " + ", ".join(extra))
+    lines.append("Parameters:")
+    width = max(len(k) for k in best.params)
+    lines += [f"  {k:<{width}}  {_fmt(v)}" for k, v in best.params.items()]
+    lines.append(f"Next: tuning export {study_file}   |   tuning dashboard")
+    return "\n".join(lines)

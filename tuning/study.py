@@ -1,0 +1,233 @@
+"""Create or resume an Optuna study whose objective is the k-fold CV accuracy of a HyperModel."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from tuning.config import StudySpec
+from tuning.cv import cross_validate
+from tuning.data import load_mnist, stratified_subset
+from tuning.errors import StudyMismatchError, TrainingDivergedError
+from tuning.hp import OptunaHyperParameters
+from tuning.notes import write_study_note
+from tuning.space import CNNHyperModel, describe_space, seed_params, space_fingerprint
+from tuning.storage import open_storage, redact, resolve_storage_url
+
+ProgressFn = Callable[[str], None]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that decide what a trial computes, recorded on every trial."""
+    import keras
+    import keras_tuner
+    import sklearn
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_tuner": keras_tuner.__version__,
+        "optuna": optuna.__version__,
+        "numpy": np.__version__,
+        "scikit_learn": sklearn.__version__,
+    }
+
+
+def make_sampler(spec: StudySpec, *, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler. `offset` (trials already stored) keeps a resumed run from replaying
+    the random start-up draws of the first run."""
+    seed = spec.seed + offset
+    if spec.search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(
+        n_startup_trials=spec.search.n_startup_trials,
+        multivariate=True,
+        group=True,  # conditional parameters (deeper blocks) get their own joint model
+        constant_liar=True,  # parallel workers do not all sample the same point
+        seed=seed,
+    )
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The study's pruner; `report_steps` explains the steps it sees."""
+    fid = spec.fidelity
+    if spec.search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=fid.max_epochs + fid.folds, reduction_factor=3
+        )
+    if spec.search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    if spec.search.pruner == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(
+    spec: StudySpec, *, storage: str | None, data_sha256: str, hypermodel: CNNHyperModel
+) -> optuna.Study:
+    """Create the study, or load it if it exists and was made with the same protocol.
+
+    On creation, the protocol, data hash and search space are stored as study attributes and the
+    seed network is enqueued as the first trial.
+
+    Raises:
+        StudyMismatchError: the stored study differs in search space, folds, fidelity or data.
+    """
+    url = resolve_storage_url(storage)
+    space = describe_space(hypermodel)
+    expected: dict[str, Any] = {
+        **spec.protocol(),
+        "data_sha256": data_sha256,
+        "space_fingerprint": space_fingerprint(space),
+    }
+    study = optuna.create_study(
+        storage=open_storage(url),
+        study_name=spec.name,
+        direction="maximize",
+        pruner=make_pruner(spec),
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get("protocol")
+    if stored is None and study.trials:
+        raise StudyMismatchError(
+            f"study '{spec.name}' in {redact(url)} was not created by a tuning study file; "
+            f"give {spec.path} another [study] name"
+        )
+    if stored is None:
+        study.set_user_attr("protocol", expected)
+        study.set_user_attr("space", space)
+        study.set_user_attr("study_file", str(spec.path))
+        study.set_user_attr("versions", library_versions())
+        if spec.enqueue_seed:
+            study.enqueue_trial(
+                seed_params(spec.fidelity.max_epochs), user_attrs={"baseline": "seed network"}
+            )
+    else:
+        for key, want in expected.items():
+            have = stored.get(key)
+            if have != want:
+                raise StudyMismatchError(
+                    f"study '{spec.name}' in {redact(url)} was created with {key}={have}, but "
+                    f"{spec.path} and the data now give {key}={want}; restore it, or give the "
+                    "study a new [study] name"
+                )
+    study.sampler = make_sampler(spec, offset=len(study.trials))
+    return study
+
+
+def make_objective(
+    hypermodel: CNNHyperModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    spec: StudySpec,
+    on_progress: ProgressFn | None = None,
+) -> Callable[[optuna.Trial], float]:
+    """The Optuna objective: mean validation accuracy over the study's folds.
+
+    Intermediate values, so that steps never collide: during fold 0, step `e` is the validation
+    accuracy after epoch `e` (a learning curve, steps 0..max_epochs-1); after fold `f`, step
+    `max_epochs + f` is the mean accuracy of the folds done so far. Under the Wilcoxon pruner,
+    step `f` is fold `f`'s accuracy instead, as that pruner expects.
+    """
+    fid = spec.fidelity
+    wilcoxon = spec.search.pruner == "wilcoxon"
+    versions = library_versions()
+
+    def objective(trial: optuna.Trial) -> float:
+        hp = OptunaHyperParameters(trial)
+        done: list[float] = []
+
+        def maybe_prune(where: str) -> None:
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned {where}")
+
+        def on_epoch(fold: int, epoch: int, accuracy: float) -> None:
+            if fold == 0 and not wilcoxon:
+                trial.report(accuracy, step=epoch)
+                maybe_prune(f"at fold 1, epoch {epoch + 1}")
+
+        def on_fold(fold: int, accuracy: float) -> None:
+            done.append(accuracy)
+            trial.set_user_attr("fold_accuracies", list(done))
+            if on_progress:
+                on_progress(f"trial {trial.number}: fold {fold + 1}/{fid.folds} {accuracy:.4f}")
+            if fold + 1 < fid.folds:
+                step, value = (
+                    (fold, accuracy) if wilcoxon else (fid.max_epochs + fold, np.mean(done))
+                )
+                trial.report(float(value), step=step)
+                maybe_prune(f"after fold {fold + 1}")
+
+        trial.set_user_attr("versions", versions)
+        start = time.perf_counter()
+        try:
+            result = cross_validate(
+                lambda: hypermodel.build(hp),
+                x,
+                y,
+                folds=fid.folds,
+                seed=spec.seed,
+                fit=lambda model, xs, ys, **kw: hypermodel.fit(hp, model, xs, ys, **kw),
+                on_epoch=on_epoch,
+                on_fold=on_fold,
+            )
+        except TrainingDivergedError as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
+        trial.set_user_attr("cv_std", result.std)
+        # Per-fold, per-epoch loss/accuracy curves; export draws the learning curves from them.
+        trial.set_user_attr("fold_histories", result.histories)
+        trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
+        trial.set_user_attr("trial_seconds", round(time.perf_counter() - start, 2))
+        trial.set_user_attr("param_count", result.param_count)
+        return result.mean
+
+    return objective
+
+
+def load_training_data(
+    spec: StudySpec, data: str | Path | None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The study's training subset as (x with a channel axis, y, sha256 of the data file)."""
+    images = load_mnist(data, split="train")
+    x, y = stratified_subset(images.x, images.y, size=spec.fidelity.subset, seed=spec.seed)
+    return x[..., None], y, images.sha256
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    storage: str | None = None,
+    data: str | Path | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+    on_progress: ProgressFn | None = None,
+) -> optuna.Study:
+    """Create or resume `spec`'s study and add up to `n_trials` trials within `timeout` seconds.
+
+    Both default to the study file's [budget]. A trial whose loss becomes NaN fails; the study goes
+    on. Ctrl-C fails the running trial and re-raises `KeyboardInterrupt`.
+    """
+    x, y, sha = load_training_data(spec, data)
+    hypermodel = CNNHyperModel(max_epochs=spec.fidelity.max_epochs)
+    study = open_study(spec, storage=storage, data_sha256=sha, hypermodel=hypermodel)
+    write_study_note(study)  # the dashboard's study note: protocol, space, data hash, export
+    study.optimize(
+        make_objective(hypermodel, x, y, spec=spec, on_progress=on_progress),
+        n_trials=n_trials if n_trials is not None else spec.budget.trials,
+        timeout=timeout if timeout is not None else spec.budget.timeout,
+        catch=(TrainingDivergedError,),
+        callbacks=callbacks,
+        gc_after_trial=True,
+    )
+    return study
