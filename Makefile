@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STUDY ?= studies/mnist_cnn.toml
 
-.PHONY: help venv study test test-slow lint bench clean
+.PHONY: help venv study export dashboard test test-slow lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -20,6 +20,20 @@ venv: $(VENV)/.installed  ## create .venv and install the project with its dev t
 
 study: venv  ## run (or resume) the default study $(STUDY)
 	$(BIN)/tuning study $(STUDY)
+
+export: venv  ## retrain the best trial of $(STUDY) on all images, test it, write storage/models/
+	$(BIN)/tuning export $(STUDY)
+
+dashboard: venv  ## optuna-dashboard on storage/ at http://127.0.0.1:8080 (Ctrl-C stops it)
+	$(BIN)/tuning dashboard
+
+worker: venv  ## join $(STUDY) as one more worker (THREADS=n: TensorFlow threads for it)
+	$(BIN)/tuning worker $(STUDY) $(if $(THREADS),--threads $(THREADS))
+
+workers: venv  ## run WORKERS workers (default 2) on this machine, cores split between them
+	@n=$${WORKERS:-2}; t=$$(( $$(nproc) / n )); t=$$(( t > 0 ? t : 1 )); \
+	echo "$$n workers x $$t threads on $(STUDY)"; \
+	for i in $$(seq $$n); do $(BIN)/tuning worker $(STUDY) --threads $$t --no-progress & done; wait
 
 test: venv  ## run the test suite (fast; needs TUNING_MNIST for the real-data slices)
 	$(BIN)/pytest

@@ -1,1 +1,1 @@
-"""Benchmarks (`make bench`): each module has `run(*, quick: bool) -> dict` and writes to storage/bench/."""
+"""Benchmarks (`make bench`): each module has `run(*, quick) -> dict`; results in storage/bench/."""

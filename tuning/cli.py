@@ -46,17 +46,29 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         "--data",
         help="MNIST .npz in the Keras layout (default: $TUNING_MNIST, else keras.datasets)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="TensorFlow threads for this process (default: all cores); with W workers on one "
+        "machine use cores // W",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
 
-def cmd_study(args: argparse.Namespace) -> int:
-    """Create or resume a study and add trials; print a summary at the end."""
+def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
+    """Create or resume a study and add trials; print a summary at the end.
+
+    As a worker (`tuning worker`), the process joins a study others may be running: its sampler
+    gets a seed of its own, and `--trials` counts the trials this process runs.
+    """
     from tuning.config import load_spec
     from tuning.progress import StudyProgress, summary
     from tuning.storage import redact, resolve_storage_url
     from tuning.study import run_study
+    from tuning.workers import configure_threads, worker_salt
 
     spec = load_spec(args.study_file)
+    configure_threads(args.threads)
     for flag in ("trials", "timeout"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
@@ -75,6 +87,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             timeout=timeout,
             callbacks=[progress],
             on_progress=progress.status,
+            salt=worker_salt() if worker else 0,
         )
     except KeyboardInterrupt:
         progress.close()
@@ -125,15 +138,19 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"accuracy {logs.get('accuracy', float('nan')):.4f}"
         )
 
-    result = export_study(
-        spec,
-        storage=args.storage,
-        data=args.data,
-        out=args.out,
-        epochs=args.epochs,
-        log=log,
-        on_epoch=on_epoch,
-    )
+    try:
+        result = export_study(
+            spec,
+            storage=args.storage,
+            data=args.data,
+            out=args.out,
+            epochs=args.epochs,
+            log=log,
+            on_epoch=on_epoch,
+        )
+    except KeyboardInterrupt:
+        log("\nInterrupted: nothing was written; any previous export is unchanged.")
+        return 130
     card = result.card
     print(
         f"Exported trial #{card['trial']} of study {card['study']} to {result.out_dir}/\n"
@@ -168,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     study = sub.add_parser("study", help="create or resume a study and run trials")
     _add_run_flags(study)
     study.set_defaults(func=cmd_study)
+    worker = sub.add_parser(
+        "worker", help="join a study as one more worker process (same flags as study)"
+    )
+    _add_run_flags(worker)
+    worker.set_defaults(func=lambda args: cmd_study(args, worker=True))
     dash = sub.add_parser("dashboard", help="open optuna-dashboard on the studies and artifacts")
     dash.add_argument(
         "--storage", help="database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import optuna
@@ -13,12 +14,15 @@ from sqlalchemy.engine import make_url
 from tuning.errors import StorageError
 
 ENV_STORAGE = "TUNING_STORAGE"
+ENV_HEARTBEAT = "TUNING_HEARTBEAT_SECONDS"
 DEFAULT_STORAGE = "sqlite:///storage/studies.db"
 SUPPORTED = ("sqlite", "postgresql", "postgresql+psycopg")
-# A trial whose worker stopped beating for this long is failed and retried once.
+# A worker beats every HEARTBEAT seconds; a trial whose worker was silent for GRACE_FACTOR beats
+# is failed by the next worker to start a trial, and retried once with the same parameters.
 HEARTBEAT_SECONDS = 20
-GRACE_SECONDS = 60
+GRACE_FACTOR = 3
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def resolve_storage_url(url: str | None = None) -> str:
@@ -34,8 +38,68 @@ def redact(url: str) -> str:
         return url
 
 
+def heartbeat_seconds() -> int:
+    """The heartbeat interval: `TUNING_HEARTBEAT_SECONDS`, else 20."""
+    raw = os.environ.get(ENV_HEARTBEAT, str(HEARTBEAT_SECONDS))
+    if not raw.isdigit() or int(raw) < 1:
+        raise StorageError(
+            f"{ENV_HEARTBEAT} must be a whole number of seconds >= 1. Received: {raw!r}"
+        )
+    return int(raw)
+
+
+def _check_sqlite_path(path: Path) -> None:
+    """Refuse, before SQLAlchemy touches it, a file that is not SQLite or a folder we cannot use."""
+    if path.is_dir():
+        raise StorageError(f"{path}: is a folder; expected an SQLite database file")
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as handle:
+            if handle.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+                raise StorageError(
+                    f"{path}: not an SQLite database (it was left untouched); point --storage "
+                    "or TUNING_STORAGE at a study database or a new file"
+                )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"{path.parent}: cannot create the storage folder ({exc.strerror})"
+        ) from None
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    if "unable to open database file" in reason or "readonly database" in reason:
+        folder = Path(make_url(url).database or ".").parent
+        reason += f" (the database and its folder {folder} must be writable)"
+    return reason
+
+
+def _create_rdb_storage(url: str, engine_kwargs: dict[str, object], beat: int) -> RDBStorage:
+    # Workers started together race to create the schema in a new database; the loser's insert
+    # of the schema version fails. The schema exists by then, so a second attempt just opens it.
+    for attempt in range(3):
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=beat,
+                grace_period=beat * GRACE_FACTOR,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
+            racing = isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc)
+            if not racing or attempt == 2:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_storage(url: str | None = None) -> RDBStorage:
     """Open (creating if needed) the study database behind a URL.
+
+    SQLite runs in WAL mode with a long busy timeout, so the dashboard and several worker
+    processes can share one file; PostgreSQL serves workers on many machines.
 
     Raises:
         StorageError: the URL is not a supported database URL, or the database cannot be opened.
@@ -53,25 +117,26 @@ def open_storage(url: str | None = None) -> RDBStorage:
             f"storage URL {redact(url)!r} uses an unknown scheme {parsed.drivername!r}; "
             f"expected one of: {', '.join(SUPPORTED)}"
         )
+    sqlite = parsed.drivername == "sqlite"
     engine_kwargs: dict[str, object] = {}
-    if parsed.drivername == "sqlite":
+    if sqlite:
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        # Readers (the dashboard, other workers) wait for a writer instead of failing at once.
+            _check_sqlite_path(Path(parsed.database))
+        # Writers queue for the lock instead of failing with "database is locked".
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
     else:
         engine_kwargs["pool_pre_ping"] = True
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    beat = heartbeat_seconds()
     try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
+        storage = _create_rdb_storage(url, engine_kwargs, beat)
+        if sqlite:
+            # WAL lets readers (the dashboard, other workers) read while one process writes.
+            with storage.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
     except (sqlalchemy.exc.SQLAlchemyError, OSError, ModuleNotFoundError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StorageError(f"cannot open storage {redact(url)!r}: {reason}") from None
+        raise StorageError(f"cannot open storage {redact(url)!r}: {_reason(exc, url)}") from None
+    return storage
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:

@@ -41,10 +41,13 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def make_sampler(spec: StudySpec, *, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler. `offset` (trials already stored) keeps a resumed run from replaying
-    the random start-up draws of the first run."""
-    seed = spec.seed + offset
+def make_sampler(spec: StudySpec, *, offset: int = 0, salt: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded with `seed + offset + salt`.
+
+    `offset` (trials already stored) keeps a resumed run from replaying the first run's random
+    start-up draws; `salt` differs between parallel workers so they do not draw the same points.
+    """
+    seed = spec.seed + offset + salt
     if spec.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(
@@ -71,12 +74,18 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 
 def open_study(
-    spec: StudySpec, *, storage: str | None, data_sha256: str, hypermodel: CNNHyperModel
+    spec: StudySpec,
+    *,
+    storage: str | None,
+    data_sha256: str,
+    hypermodel: CNNHyperModel,
+    salt: int = 0,
 ) -> optuna.Study:
     """Create the study, or load it if it exists and was made with the same protocol.
 
-    On creation, the protocol, data hash and search space are stored as study attributes and the
-    seed network is enqueued as the first trial.
+    The process that creates the study stores the search space and the protocol (data hash,
+    space fingerprint, fidelity), then enqueues the seed network as the first trial; a worker
+    that loads it at the same moment waits for the protocol instead of writing it twice.
 
     Raises:
         StudyMismatchError: the stored study differs in search space, folds, fidelity or data.
@@ -88,39 +97,55 @@ def open_study(
         "data_sha256": data_sha256,
         "space_fingerprint": space_fingerprint(space),
     }
-    study = optuna.create_study(
-        storage=open_storage(url),
-        study_name=spec.name,
-        direction="maximize",
-        pruner=make_pruner(spec),
-        load_if_exists=True,
-    )
-    stored = study.user_attrs.get("protocol")
+    backend = open_storage(url)
+    pruner = make_pruner(spec)
+    try:
+        # Study names are unique in the database, so exactly one process gets to create it.
+        study = optuna.create_study(
+            storage=backend, study_name=spec.name, direction="maximize", pruner=pruner
+        )
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(storage=backend, study_name=spec.name, pruner=pruner)
+        created = False
+    stored = None if created else _wait_for_protocol(study)
     if stored is None and study.trials:
         raise StudyMismatchError(
             f"study '{spec.name}' in {redact(url)} was not created by a tuning study file; "
             f"give {spec.path} another [study] name"
         )
     if stored is None:
-        study.set_user_attr("protocol", expected)
         study.set_user_attr("space", space)
         study.set_user_attr("study_file", str(spec.path))
         study.set_user_attr("versions", library_versions())
+        study.set_user_attr("protocol", expected)
         if spec.enqueue_seed:
             study.enqueue_trial(
                 seed_params(spec.fidelity.max_epochs), user_attrs={"baseline": "seed network"}
             )
     else:
+        origin = study.user_attrs.get("study_file", "?")
         for key, want in expected.items():
             have = stored.get(key)
             if have != want:
                 raise StudyMismatchError(
-                    f"study '{spec.name}' in {redact(url)} was created with {key}={have}, but "
-                    f"{spec.path} and the data now give {key}={want}; restore it, or give the "
-                    "study a new [study] name"
+                    f"study '{spec.name}' in {redact(url)} was created from {origin} with "
+                    f"{key}={have}, but {spec.path} and the data now give {key}={want}; restore "
+                    "it, or give the study a new [study] name"
                 )
-    study.sampler = make_sampler(spec, offset=len(study.trials))
+    study.sampler = make_sampler(spec, offset=len(study.trials), salt=salt)
     return study
+
+
+def _wait_for_protocol(study: optuna.Study, timeout: float = 30.0) -> dict[str, Any] | None:
+    """The stored protocol; waits while another process is still initialising the study."""
+    deadline = time.monotonic() + timeout
+    while True:
+        attrs = study._storage.get_study_user_attrs(study._study_id)
+        # Trials without a protocol mean the study was made by something else: no need to wait.
+        if "protocol" in attrs or study.trials or time.monotonic() > deadline:
+            return attrs.get("protocol")
+        time.sleep(0.2)
 
 
 def make_objective(
@@ -212,15 +237,17 @@ def run_study(
     timeout: float | None = None,
     callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
     on_progress: ProgressFn | None = None,
+    salt: int = 0,
 ) -> optuna.Study:
     """Create or resume `spec`'s study and add up to `n_trials` trials within `timeout` seconds.
 
     Both default to the study file's [budget]. A trial whose loss becomes NaN fails; the study goes
-    on. Ctrl-C fails the running trial and re-raises `KeyboardInterrupt`.
+    on. Ctrl-C fails the running trial and re-raises `KeyboardInterrupt`. Parallel workers pass
+    distinct `salt`s so their samplers differ.
     """
     x, y, sha = load_training_data(spec, data)
     hypermodel = CNNHyperModel(max_epochs=spec.fidelity.max_epochs)
-    study = open_study(spec, storage=storage, data_sha256=sha, hypermodel=hypermodel)
+    study = open_study(spec, storage=storage, data_sha256=sha, hypermodel=hypermodel, salt=salt)
     write_study_note(study)  # the dashboard's study note: protocol, space, data hash, export
     study.optimize(
         make_objective(hypermodel, x, y, spec=spec, on_progress=on_progress),
