@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import keras
 import numpy as np
@@ -28,8 +28,8 @@ FoldFn = Callable[[int, float], None]
 """Called as `on_fold(fold, val_accuracy)` after every fold; may raise to stop."""
 
 
-class FitFn(Protocol):
-    def __call__(self, model: keras.Model, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> Any: ...
+FitFn = Callable[..., Any]
+"""Called as `fit(model, x, y, validation_data=, callbacks=, verbose=0)`; returns a History."""
 
 
 @dataclass(frozen=True)
