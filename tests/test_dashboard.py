@@ -1,0 +1,391 @@
+"""`tuning dashboard`: optuna-dashboard on a real SQLite study, polled live and seen in Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from optuna_dashboard import get_note
+
+from tests.conftest import ROOT, SMOKE
+from tuning.artifacts import artifact_store, attach_files
+from tuning.data import file_sha256
+from tuning.notes import study_note, write_study_note
+
+OUTPUT = ROOT / "tests" / "output"
+CHROMIUM = os.environ.get("TUNING_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# Without the networking flags Chromium phones home at start-up; on a closed network that stalls.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+START_TIMEOUT = 60.0
+
+
+@dataclass
+class Server:
+    """A `tuning dashboard` subprocess and what it printed."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    out: Path
+    err: Path
+
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+
+def tuning(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tuning.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    """Stop a process we started, killing it if it does not exit within 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return int(proc.returncode)
+
+
+@contextmanager
+def dashboard(folder: Path, storage: str, *flags: str) -> Iterator[Server]:
+    """Run `tuning dashboard --port 0` until the block ends; yields once it prints its URL."""
+    out, err = folder / "dashboard.out", folder / "dashboard.err"
+    artifacts = folder / "artifacts"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "tuning.cli", "dashboard", "--storage", storage),
+                *("--artifacts", str(artifacts), "--port", "0", *flags),
+            ],
+            cwd=ROOT,
+            stdout=stdout,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while "Dashboard: " not in out.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"dashboard did not start: {err.read_text()}")
+            time.sleep(0.1)
+        url = out.read_text().split("Dashboard: ")[1].split()[0]
+        yield Server(proc, url, out, err)
+    finally:
+        stop(proc)
+
+
+def get_json(url: str, timeout: float = 90) -> tuple[int, Any]:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.status, json.loads(response.read())
+
+
+def toy_study(storage: str, name: str = "toy") -> optuna.Study:
+    """A study made without TensorFlow, for the tests that only need something to show."""
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    return study
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def test_dashboard_serves_studies_on_localhost_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    toy_study(storage)
+    with dashboard(tmp_path, storage) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        assert "studies: toy" in server.stdout()
+        assert "no login" not in server.stderr()
+        status, body = get_json(server.url + "api/studies")
+        assert status == 200
+        assert [s["study_name"] for s in body["study_summaries"]] == ["toy"]
+        with urllib.request.urlopen(server.url + "dashboard", timeout=30) as page:
+            assert page.status == 200 and b"<html" in page.read().lower()
+        assert stop(server.proc, signal.SIGINT) == 0
+        assert "Dashboard stopped." in server.stderr()
+
+
+def test_non_local_host_warns_that_the_dashboard_has_no_login(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    with dashboard(tmp_path, storage, "--host", "0.0.0.0") as server:
+        warning = server.stderr()
+        assert "warning: the dashboard has no login" in warning
+        assert "ssh -L 8080:localhost:8080" in warning
+        assert "no studies yet" in server.stdout()
+
+
+def test_busy_or_invalid_port_is_a_one_line_error(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = tuning("dashboard", "--storage", storage, "--port", str(port))
+    assert busy.returncode == 2
+    assert busy.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}")
+    assert f"Received: --host 127.0.0.1 --port {port}" in busy.stderr
+
+    invalid = tuning("dashboard", "--storage", storage, "--port", "70000")
+    assert invalid.returncode == 2
+    assert invalid.stderr.strip() == (
+        "error: --port must be between 0 and 65535 (0 picks a free port). Received: 70000"
+    )
+
+
+# --- the study note ------------------------------------------------------------------------------
+
+
+def test_note_describes_protocol_space_data_and_export(tmp_path: Path) -> None:
+    study = toy_study(f"sqlite:///{tmp_path / 'studies.db'}")
+    attrs = {
+        "protocol": {"subset": 2000, "folds": 3, "max_epochs": 4, "seed": 7, "data_sha256": "ab12"},
+        "space": [
+            {"class": "Choice", "name": "filters", "default": 32, "values": [16, 32]},
+            {
+                "class": "Float",
+                "name": "lr",
+                "default": 0.001,
+                "min_value": 1e-4,
+                "max_value": 0.03,
+                "step": None,
+                "sampling": "log",
+            },
+        ],
+        "study_file": "studies/toy.toml",
+    }
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+
+    body = write_study_note(study)
+    assert get_note(study) == body
+    assert "**3**-fold stratified cross-validation of **2000** training images" in body
+    assert "steps 0 to 3" in body and "steps 4 to 5" in body  # the pruning-curve step layout
+    assert "`ab12`" in body
+    assert "| filters | Choice | 16, 32 | 32 |" in body and "0.0001 … 0.03, log" in body
+    assert "tuning export studies/toy.toml" in body
+
+    write_study_note(study)  # unchanged: no new note version
+    assert study._storage.get_study_system_attrs(study._study_id)["dashboard:note_ver"] == 1
+    write_study_note(study, "## Greek letters\nA transfer study.")
+    assert get_note(study) == "## Greek letters\nA transfer study."
+
+
+def test_note_of_a_study_without_tuning_attributes_is_just_its_title() -> None:
+    assert study_note("bare", {}).splitlines()[0] == "## bare"
+    assert "Fold protocol" not in study_note("bare", {})
+
+
+# --- a live study, polled; then the finished study in Chromium -----------------------------------
+
+
+@dataclass
+class LiveRun:
+    server: Server
+    storage: str
+    study_result: subprocess.CompletedProcess[str]
+    statuses: list[int | str] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    states_seen: set[str] = field(default_factory=set)
+
+
+def poll(url: str, stop_event: threading.Event, run: LiveRun) -> None:
+    """Read the study list and every study's detail, as the open page does, until told to stop."""
+    while not stop_event.is_set():
+        start = time.perf_counter()
+        try:
+            status, body = get_json(url + "api/studies")
+            run.statuses.append(status)
+            for summary in body["study_summaries"]:
+                status, detail = get_json(f"{url}api/studies/{summary['study_id']}")
+                run.statuses.append(status)
+                run.states_seen.update(t["state"] for t in detail["trials"])
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            run.statuses.append(f"{type(exc).__name__}: {exc}")
+        run.seconds.append(time.perf_counter() - start)
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def live_run(tmp_path_factory: pytest.TempPathFactory, mnist_npz: Path) -> Iterator[LiveRun]:
+    """The smoke study run by `tuning study` while the dashboard's API is polled in a loop.
+
+    The dashboard starts first, on a database that does not exist yet, so it also sees the
+    study being created. It keeps serving the finished study for the browser tests.
+    """
+    folder = tmp_path_factory.mktemp("live")
+    storage = f"sqlite:///{folder / 'studies.db'}"
+    with dashboard(folder, storage) as server:
+        run = LiveRun(server, storage, subprocess.CompletedProcess([], 0))
+        stop_event = threading.Event()
+        poller = threading.Thread(target=poll, args=(server.url, stop_event, run), daemon=True)
+        poller.start()
+        try:
+            run.study_result = subprocess.run(
+                [
+                    *(sys.executable, "-m", "tuning.cli", "study", str(SMOKE)),
+                    *("--storage", storage, "--data", str(mnist_npz), "--no-progress"),
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+        finally:
+            stop_event.set()
+            poller.join(timeout=120)
+        # For a person reading CI output: how long the polls took while trials were writing.
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        (OUTPUT / "dashboard-live-polls.json").write_text(
+            json.dumps(
+                {
+                    "polls": len(run.seconds),
+                    "max_seconds": max(run.seconds, default=0.0),
+                    "mean_seconds": sum(run.seconds) / max(len(run.seconds), 1),
+                    "non_200": [s for s in run.statuses if s != 200],
+                },
+                indent=2,
+            )
+        )
+        yield run
+
+
+def test_dashboard_stays_up_while_a_study_runs_and_the_study_completes(live_run: LiveRun) -> None:
+    result = live_run.study_result
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="smoke", storage=live_run.storage)
+    states = [t.state for t in study.trials]
+    assert len(states) == 3 and TrialState.FAIL not in states, states
+    assert "database is locked" not in result.stderr + live_run.server.stderr()
+    # Every poll answered, and the polls overlapped running trials.
+    assert len(live_run.statuses) > 10
+    assert all(s == 200 for s in live_run.statuses), [s for s in live_run.statuses if s != 200]
+    assert "Running" in live_run.states_seen
+
+
+def test_every_run_writes_the_note_the_dashboard_shows(live_run: LiveRun, mnist_npz: Path) -> None:
+    status, detail = get_json(live_run.server.url + "api/studies/1")
+    assert status == 200 and detail["name"] == "smoke"
+    note = detail["note"]["body"]
+    assert f"`{file_sha256(mnist_npz)}`" in note
+    assert "**2**-fold stratified cross-validation of **2000** training images" in note
+    assert "| learning_rate | Float |" in note
+    assert f"tuning export {SMOKE}" in note
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium driven by Playwright (which never downloads a browser here)."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(
+            f"Chromium not found at {CHROMIUM}: install it (apt-get install chromium) or set "
+            "TUNING_CHROMIUM to a Chromium binary"
+        )
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+def fold_plot(trial: optuna.trial.FrozenTrial, path: Path) -> Path:
+    """A small real PNG, as `tuning export` attaches plots to the best trial."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    accuracies = trial.user_attrs["fold_accuracies"]
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.bar([f"fold {i + 1}" for i in range(len(accuracies))], accuracies)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"trial {trial.number}: validation accuracy per fold")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def test_browser_shows_trials_params_fold_accuracies_curves_and_artifact(
+    browser: Any, live_run: LiveRun, tmp_path: Path
+) -> None:
+    # `browser` comes first so that a missing Chromium skips before the study is run.
+    study = optuna.load_study(study_name="smoke", storage=live_run.storage)
+    best = study.best_trial
+    plot = fold_plot(best, tmp_path / "fold_accuracies.png")
+    store = artifact_store(live_run.server.out.parent / "artifacts")
+    attach_files(study, best, [plot], store=store)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    url = live_run.server.url
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(url + "dashboard")
+        page.get_by_text("Direction: MAXIMIZE").first.wait_for()
+        assert "smoke" in page.inner_text("body")
+        page.screenshot(path=OUTPUT / "dashboard-studies.png")
+
+        page.set_viewport_size({"width": 1440, "height": 1300})  # the artifact below the attrs
+        page.goto(f"{url}dashboard/studies/1/trials?numbers={best.number}")
+        page.get_by_text("Artifacts", exact=True).wait_for()
+        body = page.inner_text("body")
+        assert f"{len(study.trials)} Trials" in body
+        for trial in study.trials:
+            assert page.get_by_text(f"Trial {trial.number}", exact=True).count() >= 1
+        assert "Best Trial" in body
+        for name in ("learning_rate", "filters_0", "batch_size"):
+            assert name in body
+        assert "fold_accuracies" in body and "Intermediate Values" in body
+        image = page.get_by_alt_text("fold_accuracies.png")
+        image.wait_for()
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+        )
+        page.screenshot(path=OUTPUT / "dashboard-best-trial.png")
+
+        page.goto(f"{url}dashboard/studies/1")
+        page.get_by_text("Intermediate values", exact=True).wait_for()
+        page.screenshot(path=OUTPUT / "dashboard-history.png", full_page=True)
+
+        page.goto(f"{url}dashboard/studies/1/note")
+        page.get_by_text("Fold protocol", exact=True).wait_for()
+        assert study.user_attrs["protocol"]["data_sha256"] in page.inner_text("body")
+        page.screenshot(path=OUTPUT / "dashboard-note.png", full_page=True)
+    finally:
+        page.close()
