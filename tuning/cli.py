@@ -177,6 +177,57 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transfer(args: argparse.Namespace) -> int:
+    """Tune, score (nested CV) and train a transfer to an image folder; write model and cards."""
+    import shlex
+
+    from tuning.imagefolder import parse_classes, skipped_warning
+    from tuning.transfer_run import Search, run_transfer
+
+    _quiet_libraries()
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    classes = parse_classes(args.classes)
+    command = "tuning transfer " + " ".join(
+        shlex.quote(a) for a in sys.argv[2:] if sys.argv[1:2] == ["transfer"]
+    )
+    try:
+        result = run_transfer(
+            args.model,
+            data=args.data,
+            classes=classes,
+            out=args.out,
+            storage=args.storage,
+            study_name=args.study,
+            search=Search(trials=args.trials, outer_folds=args.folds),
+            seed=args.seed,
+            command=command.strip(),
+            log=log,
+            on_data=lambda data: _warn_skipped(skipped_warning(data.skipped)),
+        )
+    except KeyboardInterrupt:
+        log("\nInterrupted: nothing was written; finished trials stay in the study.")
+        return 130
+    card = result.card
+    cv = card["cv"]
+    print(
+        f"Transferred {card['base']['path']} to {', '.join(card['class_names'])}: "
+        f"{result.out_dir}/\n"
+        f"  nested-CV accuracy {cv['accuracy']:.3f} ({cv['correct']}/{cv['images']}), 95% Wilson "
+        f"interval {cv['interval']['low']:.3f} to {cv['interval']['high']:.3f}\n"
+        f"  study '{card['study']}', best trial #{card['tuning']['best_trial']}: {card['params']}\n"
+        f"  Try: tuning predict {result.out_dir / 'model.keras'} IMAGE.png"
+    )
+    return 0
+
+
+def _warn_skipped(message: str | None) -> None:
+    if message:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuning", description="Hyperparameter-tuning studies for Keras CNNs."
@@ -233,6 +284,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.set_defaults(func=cmd_predict)
+    transfer = sub.add_parser(
+        "transfer", help="transfer an exported model to the classes of an image folder"
+    )
+    transfer.add_argument(
+        "model",
+        metavar="MODEL.keras",
+        help="an exported model, e.g. storage/models/mnist_cnn/model.keras",
+    )
+    transfer.add_argument(
+        "--data", help="image folder, one subfolder per class (default: $TUNING_GREEK)"
+    )
+    transfer.add_argument(
+        "--classes",
+        help="comma-separated class folders to use, e.g. alpha,beta,gamma (default: all)",
+    )
+    transfer.add_argument("--out", help="output folder (default: storage/models/<transfer study>)")
+    transfer.add_argument(
+        "--storage", help="database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
+    )
+    transfer.add_argument(
+        "--study", help="transfer study name (default: <base study>-<dataset>-<classes>)"
+    )
+    transfer.add_argument(
+        "--trials", type=int, default=12, help="tuning trials, also per outer fold (default: 12)"
+    )
+    transfer.add_argument(
+        "--folds", type=int, default=3, help="outer folds of the nested CV (default: 3)"
+    )
+    transfer.add_argument("--seed", type=int, default=42, help="seed of folds, sampler, weights")
+    transfer.set_defaults(func=cmd_transfer)
     return parser
 
 
