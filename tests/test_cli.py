@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -180,3 +181,23 @@ def test_a_nan_trial_fails_and_the_study_continues_end_to_end(
     assert [t.state for t in trials[:2]] == [TrialState.COMPLETE, TrialState.FAIL]
     assert "loss became nan" in trials[1].user_attrs["fail_reason"]
     assert trials[2].state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def test_a_long_run_continues_in_fresh_processes_and_keeps_its_budget(
+    mnist_npz: Path, storage_url: str
+) -> None:
+    """With one trial per process the run re-executes itself twice and still runs 3 trials."""
+    result = tuning(
+        "study",
+        str(SMOKE),
+        "--storage",
+        storage_url,
+        "--data",
+        str(mnist_npz),
+        "--no-progress",
+        env={**os.environ, "TUNING_TRIALS_PER_PROCESS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("Best: trial #") == 1  # one summary, from the last process
+    trials = optuna.load_study(study_name="smoke", storage=storage_url).trials
+    assert len(trials) == 3 and all(t.state != TrialState.RUNNING for t in trials)

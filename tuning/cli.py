@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 # Before TensorFlow is imported anywhere: keep its C++ start-up chatter out of the user's terminal.
@@ -53,6 +54,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         "machine use cores // W",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    # Set by a run that continues in a fresh process (see tuning.workers.continue_in_new_process).
+    parser.add_argument("--done-trials", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--started-at", type=float, default=None, help=argparse.SUPPRESS)
 
 
 def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
@@ -65,7 +69,12 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
     from tuning.progress import StudyProgress, summary
     from tuning.storage import redact, resolve_storage_url
     from tuning.study import run_study
-    from tuning.workers import configure_threads, worker_salt
+    from tuning.workers import (
+        configure_threads,
+        continue_in_new_process,
+        trials_per_process,
+        worker_salt,
+    )
 
     spec = load_spec(args.study_file)
     configure_threads(args.threads)
@@ -75,16 +84,25 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
             raise TuningError(f"--{flag} must be > 0. Received: {value}")
     n_trials = args.trials or spec.budget.trials
     timeout = args.timeout or spec.budget.timeout
+    start = time.monotonic() if args.started_at is None else args.started_at
     storage = resolve_storage_url(args.storage)
     _quiet_libraries()
-    progress = StudyProgress(n_trials=n_trials, timeout=timeout, disable=args.no_progress)
+    batch = min(n_trials - args.done_trials, trials_per_process())
+    time_left = None if timeout is None else timeout - (time.monotonic() - start)
+    progress = StudyProgress(
+        n_trials=n_trials,
+        timeout=timeout,
+        disable=args.no_progress,
+        done=args.done_trials,
+        start=start,
+    )
     try:
         study = run_study(
             spec,
             storage=storage,
             data=args.data,
-            n_trials=n_trials,
-            timeout=timeout,
+            n_trials=batch,
+            timeout=time_left,
             callbacks=[progress],
             on_progress=progress.status,
             salt=worker_salt() if worker else 0,
@@ -98,6 +116,11 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
         )
         return 130
     progress.close()
+    done = args.done_trials + progress.finished
+    out_of_time = timeout is not None and time.monotonic() - start >= timeout
+    if done < n_trials and progress.finished == batch and not out_of_time:
+        # A fresh process for the next trials: TensorFlow never frees traced functions.
+        continue_in_new_process(args.argv, done=done, start=start)
     print(summary(study, storage=redact(storage), study_file=args.study_file))
     return 0
 
@@ -190,9 +213,11 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr, flush=True)
 
     classes = parse_classes(args.classes)
-    command = "tuning transfer " + " ".join(
-        shlex.quote(a) for a in sys.argv[2:] if sys.argv[1:2] == ["transfer"]
-    )
+    # The command recorded in the note and config, with the data folder $TUNING_GREEK gave.
+    args.data = args.data or os.environ.get("TUNING_GREEK")
+    flags = ("data", "classes", "out", "storage", "study", "trials", "folds", "seed")
+    given = [(f"--{f}", str(getattr(args, f))) for f in flags if getattr(args, f) is not None]
+    command = shlex.join(["tuning", "transfer", args.model, *(x for pair in given for x in pair)])
     try:
         result = run_transfer(
             args.model,
@@ -203,7 +228,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             study_name=args.study,
             search=Search(trials=args.trials, outer_folds=args.folds),
             seed=args.seed,
-            command=command.strip(),
+            command=command,
             log=log,
             on_data=lambda data: _warn_skipped(skipped_warning(data.skipped)),
         )
@@ -320,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tuning` console script."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except TuningError as exc:

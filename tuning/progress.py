@@ -17,10 +17,22 @@ class StudyProgress:
     Use as an Optuna callback (per finished trial) and as the objective's `on_progress` hook.
     """
 
-    def __init__(self, *, n_trials: int, timeout: float | None, disable: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        n_trials: int,
+        timeout: float | None,
+        disable: bool = False,
+        done: int = 0,
+        start: float | None = None,
+    ) -> None:
+        """`done` trials and a `start` (time.monotonic()) carry over when a run is continued."""
         self.timeout = timeout
-        self.start = time.monotonic()
-        self.bar = tqdm(total=n_trials, unit="trial", dynamic_ncols=True, disable=disable)
+        self.start = time.monotonic() if start is None else start
+        self.finished = 0  # trials finished by this process
+        self.bar = tqdm(
+            total=n_trials, initial=done, unit="trial", dynamic_ncols=True, disable=disable
+        )
         self.best = ""
         self.current = ""
 
@@ -42,6 +54,7 @@ class StudyProgress:
         except ValueError:  # no completed trial yet
             self.best = "best -"
         self.current = f"#{trial.number} {trial.state.name.lower()}"
+        self.finished += 1
         self.bar.update(1)
         self._refresh()
 
