@@ -1,17 +1,23 @@
-"""Resident memory across many small trials in one process: it must not grow.
+"""Resident memory across many small trials: does a long study grow?
 
-Runs the real objective (k-fold CV, pruning off) on a small MNIST slice and reads the process's
-resident memory after every trial, in two phases:
-- `repeat`: the seed network again and again. Any growth here is a leak.
-- `varied`: random configurations from the search space. Each new layer shape adds kernels to
-  TensorFlow/oneDNN caches, so memory may step up with new shapes and must level off.
+Two measurements, both with the real objective (seed network, k-fold CV) on a small MNIST slice:
+- `in_process`: the same network trained again and again in one process, with clear_session, gc
+  and malloc_trim after every fold. TensorFlow keeps each traced training function, so this grows.
+- `tuning_study`: `tuning study` itself on the same 24 seed-network trials (enqueued), sampled
+  from outside every 0.2 s. It replaces its process (same pid) every TUNING_TRIALS_PER_PROCESS
+  trials (default 10); the peak of each process generation shows whether growth is bounded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,59 +26,103 @@ import optuna
 from bench.common import rss_mib, save
 from tuning.config import load_spec
 from tuning.space import CNNHyperModel, seed_params
-from tuning.study import load_training_data, make_objective
+from tuning.study import load_training_data, make_objective, open_study
+
+STUDY = """
+[study]
+name = "bench_memory"
+[fidelity]
+subset = 1000
+folds = 2
+max_epochs = 1
+[search]
+pruner = "none"
+"""
 
 
-def _phase(study: optuna.Study, objective: Any, trials: int) -> list[float]:
-    samples: list[float] = []
-    study.optimize(
-        objective,
-        n_trials=trials,
-        callbacks=[lambda s, t: samples.append(round(rss_mib(), 1))],
-        gc_after_trial=True,
-    )
-    return samples
-
-
-def _growth(samples: list[float]) -> float:
-    """MiB per trial over the second half (a least-squares slope), past start-up effects."""
+def _slope(samples: list[float]) -> float:
+    """MiB per trial over the second half (least squares), past start-up effects."""
     half = samples[len(samples) // 2 :]
     return round(float(np.polyfit(np.arange(len(half)), half, 1)[0]), 2) if len(half) > 1 else 0.0
 
 
-def run(*, quick: bool) -> dict[str, Any]:
-    trials = 4 if quick else 24
+def _in_process(trials: int) -> list[float]:
     spec = load_spec("studies/smoke.toml")
     spec = dataclasses.replace(spec, fidelity=dataclasses.replace(spec.fidelity, subset=1000))
     x, y, _ = load_training_data(spec, os.environ.get("TUNING_MNIST"))
-    hypermodel = CNNHyperModel(max_epochs=spec.fidelity.max_epochs)
-    objective = make_objective(hypermodel, x, y, spec=spec)
-    start = time.perf_counter()
-
-    repeat = optuna.create_study(direction="maximize")
+    objective = make_objective(CNNHyperModel(max_epochs=1), x, y, spec=spec)
+    study = optuna.create_study(direction="maximize")
     for _ in range(trials):
-        repeat.enqueue_trial(seed_params(spec.fidelity.max_epochs))
-    repeat_rss = _phase(repeat, objective, trials)
-    varied = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0)
+        study.enqueue_trial(seed_params(1))
+    samples: list[float] = []
+    study.optimize(
+        objective, n_trials=trials, callbacks=[lambda s, t: samples.append(round(rss_mib(), 1))]
     )
-    varied_rss = _phase(varied, objective, trials)
+    return samples
 
+
+def _generations(mib: list[float]) -> list[float]:
+    """Peak RSS of each process generation; an exec shows as RSS falling below 60% of the peak."""
+    peaks: list[float] = []
+    peak = 0.0
+    for value in mib:
+        if peak and value < 0.6 * peak:
+            peaks.append(peak)
+            peak = 0.0
+        peak = max(peak, value)
+    return [round(p, 1) for p in [*peaks, peak]]
+
+
+def _tuning_study(trials: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        study_file = Path(tmp) / "memory.toml"
+        study_file.write_text(STUDY)
+        url = f"sqlite:///{tmp}/memory.db"
+        spec = load_spec(study_file)
+        _, _, sha = load_training_data(spec, os.environ.get("TUNING_MNIST"))
+        study = open_study(
+            spec, storage=url, data_sha256=sha, hypermodel=CNNHyperModel(max_epochs=1)
+        )
+        for _ in range(trials - 1):  # the seed network is already enqueued once
+            study.enqueue_trial(seed_params(1))
+        cmd = [sys.executable, "-m", "tuning.cli", "study", str(study_file), "--no-progress"]
+        cmd += ["--storage", url, "--trials", str(trials)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        statm = Path(f"/proc/{proc.pid}/statm")
+        samples: list[float] = []
+        while proc.poll() is None:
+            with contextlib.suppress(OSError, IndexError):
+                samples.append(int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+            time.sleep(0.2)
+        if proc.returncode != 0:
+            raise RuntimeError(f"tuning study exited with {proc.returncode}")
+    mib = [s / 2**20 for s in samples if s > 0]  # 0 pages: read while the process exited
+    return {
+        "trials": trials,
+        "peak_rss_mib": round(max(mib), 1),
+        "peak_rss_per_process_mib": _generations(mib),
+    }
+
+
+def run(*, quick: bool) -> dict[str, Any]:
+    trials = 3 if quick else 24
+    start = time.perf_counter()
+    in_process = _in_process(trials)
+    study = _tuning_study(trials)
     result = {
-        "trials_per_phase": trials,
         "seconds": round(time.perf_counter() - start, 1),
-        "repeat_rss_mib": repeat_rss,
-        "repeat_growth_mib_per_trial": _growth(repeat_rss),
-        "varied_rss_mib": varied_rss,
-        "varied_growth_mib_per_trial": _growth(varied_rss),
+        "in_process_rss_mib": in_process,
+        "in_process_growth_mib_per_trial": _slope(in_process),
+        "tuning_study": study,
     }
     table = (
-        "| phase | trials | RSS first (MiB) | RSS last (MiB) | growth, 2nd half (MiB/trial) |\n"
-        "|---|---:|---:|---:|---:|\n"
-        f"| same network | {trials} | {repeat_rss[0]} | {repeat_rss[-1]} | "
-        f"{result['repeat_growth_mib_per_trial']} |\n"
-        f"| random networks | {trials} | {varied_rss[0]} | {varied_rss[-1]} | "
-        f"{result['varied_growth_mib_per_trial']} |"
+        "| measurement | trials | RSS start (MiB) | RSS end / peak (MiB) | growth |\n"
+        "|---|---:|---:|---:|---|\n"
+        f"| one process, same network | {trials} | {in_process[0]} | {in_process[-1]} | "
+        f"{result['in_process_growth_mib_per_trial']} MiB/trial |\n"
+        f"| `tuning study`, a new process every 10 trials | {trials} | "
+        f"peak per process: {study['peak_rss_per_process_mib']} | "
+        f"{study['peak_rss_mib']} (peak) | bounded by the process renewal |"
     )
     save("memory", result, table)
     return result
