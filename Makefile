@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STUDY ?= studies/mnist_cnn.toml
+CLASSES ?= alpha,beta,gamma
 
-.PHONY: help venv study export dashboard test test-slow lint bench clean
+.PHONY: help venv study export transfer dashboard test test-slow lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -23,6 +24,9 @@ study: venv  ## run (or resume) the default study $(STUDY)
 
 export: venv  ## retrain the best trial of $(STUDY) on all images, test it, write storage/models/
 	$(BIN)/tuning export $(STUDY)
+
+transfer: venv  ## transfer the export of $(STUDY) to CLASSES (alpha,beta,gamma) of $TUNING_GREEK
+	$(BIN)/tuning transfer storage/models/$(basename $(notdir $(STUDY)))/model.keras --classes $(CLASSES)
 
 dashboard: venv  ## optuna-dashboard on storage/ at http://127.0.0.1:8080 (Ctrl-C stops it)
 	$(BIN)/tuning dashboard

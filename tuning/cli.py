@@ -318,13 +318,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="an exported model, e.g. storage/models/mnist_cnn/model.keras",
     )
     transfer.add_argument(
-        "--data", help="image folder, one subfolder per class (default: $TUNING_GREEK)"
+        "--data",
+        metavar="DIR",
+        help="image folder, one subfolder per class (default: $TUNING_GREEK)",
     )
     transfer.add_argument(
         "--classes",
+        metavar="A,B,...",
         help="comma-separated class folders to use, e.g. alpha,beta,gamma (default: all)",
     )
-    transfer.add_argument("--out", help="output folder (default: storage/models/<transfer study>)")
+    transfer.add_argument(
+        "--out", metavar="DIR", help="output folder (default: storage/models/<transfer study>)"
+    )
     transfer.add_argument(
         "--storage", help="database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
     )
@@ -332,12 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--study", help="transfer study name (default: <base study>-<dataset>-<classes>)"
     )
     transfer.add_argument(
-        "--trials", type=int, default=12, help="tuning trials, also per outer fold (default: 12)"
+        "--trials",
+        type=int,
+        default=12,
+        metavar="N",
+        help="tuning trials, also per outer fold (default: 12)",
     )
     transfer.add_argument(
-        "--folds", type=int, default=3, help="outer folds of the nested CV (default: 3)"
+        "--folds",
+        type=int,
+        default=3,
+        metavar="K",
+        help="outer folds of the nested CV (default: 3)",
     )
-    transfer.add_argument("--seed", type=int, default=42, help="seed of folds, sampler, weights")
+    transfer.add_argument(
+        "--seed", type=int, default=42, metavar="S", help="seed of folds, sampler, weights"
+    )
     transfer.set_defaults(func=cmd_transfer)
     return parser
 
