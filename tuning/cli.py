@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tuning.errors import TuningError
 
 Command = Callable[[argparse.Namespace], int]
+STORAGE_HELP = "database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
 
 
 def _quiet_libraries() -> None:
@@ -32,9 +33,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "study_file", metavar="STUDY.toml", help="the study file, e.g. studies/mnist_cnn.toml"
     )
-    parser.add_argument(
-        "--storage", help="database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
-    )
+    parser.add_argument("--storage", help=STORAGE_HELP)
     parser.add_argument(
         "--trials", type=int, help="trials to add in this run (default: [budget] trials)"
     )
@@ -267,9 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(worker)
     worker.set_defaults(func=lambda args: cmd_study(args, worker=True))
     dash = sub.add_parser("dashboard", help="open optuna-dashboard on the studies and artifacts")
-    dash.add_argument(
-        "--storage", help="database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
-    )
+    dash.add_argument("--storage", help=STORAGE_HELP)
     dash.add_argument(
         "--artifacts", help="artifact folder (default: $TUNING_ARTIFACTS or storage/artifacts)"
     )
@@ -288,9 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "study_file", metavar="STUDY.toml", help="the study file, e.g. studies/mnist_cnn.toml"
     )
-    export.add_argument(
-        "--storage", help="database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
-    )
+    export.add_argument("--storage", help=STORAGE_HELP)
     export.add_argument(
         "--data",
         help="MNIST .npz in the Keras layout (default: $TUNING_MNIST, else keras.datasets)",
@@ -330,9 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument(
         "--out", metavar="DIR", help="output folder (default: storage/models/<transfer study>)"
     )
-    transfer.add_argument(
-        "--storage", help="database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
-    )
+    transfer.add_argument("--storage", help=STORAGE_HELP)
     transfer.add_argument(
         "--study", help="transfer study name (default: <base study>-<dataset>-<classes>)"
     )
