@@ -10,7 +10,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-BENCHMARKS = ["memory", "workers"]
+BENCHMARKS = ["memory", "workers", "throughput", "search", "overhead", "scaling"]
 
 
 def main() -> int:

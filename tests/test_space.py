@@ -6,6 +6,7 @@ import keras
 import keras_tuner as kt
 import numpy as np
 import optuna
+import pytest
 
 from tuning.hp import OptunaHyperParameters
 from tuning.space import CNNHyperModel, describe_space, seed_params, space_fingerprint
@@ -83,3 +84,22 @@ def test_the_same_hypermodel_runs_under_kerastuner(tmp_path: Path) -> None:
     tuner.search(x, y, validation_data=(x[:16], y[:16]), verbose=0)
     best = tuner.get_best_hyperparameters(1)[0]
     assert best.get("epochs") == 1 and "conv_blocks" in best.values
+
+
+def test_mixed_bfloat16_precision_builds_bfloat16_layers_and_a_float32_output() -> None:
+    fp32 = CNNHyperModel(max_epochs=1).build(kt.HyperParameters())
+    assert {layer.compute_dtype for layer in fp32.layers} == {"float32"}
+    model = CNNHyperModel(max_epochs=1, precision="mixed_bfloat16").build(kt.HyperParameters())
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
+    assert model.get_layer("block0_conv0").compute_dtype == "bfloat16"
+    assert all(w.dtype == "float32" for w in model.weights)
+    assert model.get_layer("classifier").compute_dtype == "float32"
+    assert architecture(model) == SEED_ARCHITECTURE  # same network, same hyperparameters
+    x = np.random.default_rng(0).integers(0, 255, (64, 28, 28, 1)).astype("uint8")
+    history = model.fit(x, np.arange(64) % 10, epochs=1, batch_size=32, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+
+
+def test_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="precision must be one of"):
+        CNNHyperModel(precision="float16")

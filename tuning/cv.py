@@ -127,7 +127,7 @@ def release_memory() -> None:
     Without this, graphs and weights of every fold pile up in one process; `malloc_trim` hands
     freed heap pages back to the OS so resident memory reflects what is really in use.
     """
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)  # one full collection below, not two
     gc.collect()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)

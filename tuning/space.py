@@ -19,6 +19,9 @@ FILTERS = (16, 32, 64, 128)
 DENSE_UNITS = (64, 100, 128, 256, 512)
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 BATCH_SIZES = (32, 64, 128, 256)
+# Keras dtype policies a model can be built with. mixed_bfloat16 (bfloat16 compute, float32
+# weights) needs a CPU with AVX512-BF16 or AMX to be fast; elsewhere it is slower than float32.
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 SEED_PARAMS: dict[str, Any] = {
     "conv_blocks": 2,
@@ -51,13 +54,26 @@ class CNNHyperModel(kt.HyperModel):
         max_epochs: int = 10,
         num_classes: int = 10,
         input_shape: tuple[int, int, int] = (28, 28, 1),
+        precision: str = "float32",
     ) -> None:
         super().__init__(name="cnn")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}: {precision!r}")
         self.max_epochs = max_epochs
         self.num_classes = num_classes
         self.input_shape = input_shape
+        self.precision = precision
 
     def build(self, hp: Any) -> keras.Model:
+        """The network for `hp`, its layers made under the `precision` dtype policy."""
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.precision)
+        try:
+            return self._make_model(hp)
+        finally:
+            keras.config.set_dtype_policy(previous)
+
+    def _make_model(self, hp: Any) -> keras.Model:  # not `_build`: KerasTuner uses that name
         blocks = hp.Int("conv_blocks", 1, MAX_CONV_BLOCKS, default=SEED_PARAMS["conv_blocks"])
         kernel = hp.Choice("kernel_size", [3, 5], default=SEED_PARAMS["kernel_size"])
         batch_norm = hp.Boolean("batch_norm", default=SEED_PARAMS["batch_norm"])
@@ -93,7 +109,10 @@ class CNNHyperModel(kt.HyperModel):
         dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=SEED_PARAMS["dropout"])
         if dropout:
             x = keras.layers.Dropout(dropout, name="dropout")(x)
-        outputs = keras.layers.Dense(self.num_classes, activation="softmax", name="classifier")(x)
+        # float32 softmax under any policy: bfloat16 probabilities are too coarse for the loss.
+        outputs = keras.layers.Dense(
+            self.num_classes, activation="softmax", dtype="float32", name="classifier"
+        )(x)
         model = keras.Model(inputs, outputs, name="cnn")
 
         optimizer = hp.Choice("optimizer", list(OPTIMIZERS), default=SEED_PARAMS["optimizer"])

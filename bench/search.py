@@ -1,0 +1,382 @@
+"""Search efficiency: our study (TPE + Hyperband pruning) against KerasTuner Hyperband and
+RandomSearch, on the same HyperModel, the same k-fold score and the same budget of epochs.
+
+- **Score.** Every searcher scores a configuration by `tuning.cv.cross_validate`'s mean over the
+  same stratified folds of the same training subset (a seed fixes subset, folds and weights).
+- **Compute** is counted the same way for all three: every epoch trained on one fold's training
+  part is one *fold-epoch*, counted by a callback in the HyperModel's `fit`. Each searcher gets
+  the same budget of fold-epochs; an epoch that would exceed it is never started (the trial it
+  belongs to is dropped), so no searcher spends more than the budget.
+- **Ours**: `make_sampler` / `make_pruner` / `make_objective` of the default study file, only the
+  fidelity, seed and `n_startup_trials` scaled down to the budget. The seed network is not
+  enqueued (KerasTuner has no such head start). Pruned trials spend epochs but give no score.
+- **KerasTuner**: `kt.Hyperband` and `kt.RandomSearch` subclassed so `run_trial` returns the same
+  CV mean. Hyperband's `tuner/epochs` replaces the sampled `epochs`; a trial it promotes
+  continues its parent's weights, fold by fold, from `tuner/initial_epoch` (as KerasTuner's own
+  `run_trial` does from a checkpoint), so only the new epochs are trained and counted.
+  RandomSearch trains each configuration for its sampled `epochs`.
+
+Long-lived objects are frozen out of the garbage collector for the whole run (`gc.freeze()`), which
+only saves wall-clock time, equally for all searchers; compute is counted in fold-epochs.
+
+Per searcher and seed: the best CV accuracy within the budget and the fold-epochs at which it was
+first reached; across searchers: the fold-epochs each needed to reach KerasTuner Hyperband's best
+(our goal: at most half of what Hyperband needed) and to reach a common target (the lowest of the
+three bests, so every searcher reaches it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import pickle
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import optuna
+
+from bench.common import save
+from bench.harness import bench_data, bench_spec, load_average, spread
+from tuning.config import StudySpec
+from tuning.cv import cross_validate
+from tuning.errors import TrainingDivergedError
+from tuning.space import CNNHyperModel
+from tuning.study import make_objective, make_pruner, make_sampler
+
+SEARCHERS = ("ours", "kt_hyperband", "kt_random")
+OBJECTIVE = "cv_accuracy"
+
+
+class BudgetSpent(kt.errors.FatalError):
+    """The searcher has used its fold-epochs; KerasTuner lets a FatalError end `search`."""
+
+
+class Ledger:
+    """Fold-epochs spent and the best score so far, after every scored trial."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.epochs = 0
+        self.start = time.perf_counter()
+        self.trace: list[dict[str, Any]] = []
+        self.best = float("-inf")
+        self.continued = 0  # KerasTuner Hyperband trials that went on from a parent's weights
+
+    def record(self, score: float | None) -> None:
+        """Close a trial: `score` is its CV mean, None if it was pruned or failed."""
+        if score is not None:
+            self.best = max(self.best, score)
+        self.trace.append(
+            {
+                "epochs": self.epochs,
+                "seconds": round(time.perf_counter() - self.start, 1),
+                "score": None if score is None else round(score, 4),
+                "best": None if self.best == float("-inf") else round(self.best, 4),
+            }
+        )
+
+    def epochs_to_reach(self, target: float) -> int | None:
+        """Fold-epochs spent when the best first reached `target`; None if it never did."""
+        for point in self.trace:
+            if point["best"] is not None and point["best"] >= round(target, 4) - 1e-9:
+                return int(point["epochs"])
+        return None
+
+
+class _EpochCounter(keras.callbacks.Callback):
+    def __init__(self, ledger: Ledger) -> None:
+        super().__init__()
+        self.ledger = ledger
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.ledger.epochs >= self.ledger.budget:
+            raise BudgetSpent(f"budget of {self.ledger.budget} fold-epochs spent")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.ledger.epochs += 1
+
+
+class CountingHyperModel(CNNHyperModel):
+    """The project's HyperModel; its `fit` counts fold-epochs and enforces the budget."""
+
+    def __init__(self, ledger: Ledger, *, max_epochs: int) -> None:
+        super().__init__(max_epochs=max_epochs)
+        self.ledger = ledger
+
+    def fit(self, hp: Any, model: keras.Model, *args: Any, **kwargs: Any) -> Any:
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), _EpochCounter(self.ledger)]
+        return super().fit(hp, model, *args, **kwargs)
+
+
+class _CrossValidated:
+    """Mixin for a KerasTuner tuner: a trial's score is our k-fold CV mean."""
+
+    hypermodel: CountingHyperModel
+    cv: dict[str, Any]
+
+    def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+        hp = trial.hyperparameters
+        ledger: Ledger = self.hypermodel.ledger
+        if ledger.epochs >= ledger.budget:
+            raise BudgetSpent("budget spent")
+        values = hp.values
+        extra: dict[str, int] = {}
+        if "tuner/epochs" in values:  # Hyperband: train up to its epochs, from its initial one
+            extra = {
+                "epochs": values["tuner/epochs"],
+                "initial_epoch": values["tuner/initial_epoch"],
+            }
+        parent = values.get("tuner/trial_id")
+        weights: Path = self.cv["weights"]
+        fold = {"n": -1}
+
+        def build() -> keras.Model:
+            fold["n"] += 1
+            model = self.hypermodel.build(hp)
+            if parent is not None:
+                ledger.continued += fold["n"] == 0
+                with open(weights / f"{parent}-{fold['n']}.pkl", "rb") as handle:
+                    model.set_weights(pickle.load(handle))
+            return model
+
+        def fit(model: keras.Model, xs: np.ndarray, ys: np.ndarray, **kw: Any) -> Any:
+            history = self.hypermodel.fit(hp, model, xs, ys, **extra, **kw)
+            if extra and extra["epochs"] < self.hypermodel.max_epochs:  # may be continued
+                with open(weights / f"{trial.trial_id}-{fold['n']}.pkl", "wb") as handle:
+                    pickle.dump(model.get_weights(), handle)
+            return history
+
+        try:
+            result = cross_validate(
+                build,
+                self.cv["x"],
+                self.cv["y"],
+                folds=self.cv["folds"],
+                seed=self.cv["seed"],
+                fit=fit,
+            )
+        except TrainingDivergedError:
+            ledger.record(None)
+            raise
+        ledger.record(result.mean)
+        return {OBJECTIVE: result.mean}
+
+
+class CVHyperband(_CrossValidated, kt.Hyperband):
+    """KerasTuner Hyperband scored by our k-fold CV."""
+
+
+class CVRandomSearch(_CrossValidated, kt.RandomSearch):
+    """KerasTuner RandomSearch scored by our k-fold CV."""
+
+
+def _run_ours(spec: StudySpec, x: np.ndarray, y: np.ndarray, ledger: Ledger) -> None:
+    hypermodel = CountingHyperModel(ledger, max_epochs=spec.fidelity.max_epochs)
+    study = optuna.create_study(
+        direction="maximize", sampler=make_sampler(spec), pruner=make_pruner(spec)
+    )
+
+    def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            ledger.record(trial.value)
+        elif trial.state == optuna.trial.TrialState.PRUNED or (
+            trial.state == optuna.trial.TrialState.FAIL and "fail_reason" in trial.user_attrs
+        ):
+            ledger.record(None)
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the last, cut-off trial logs a failure
+    with contextlib.suppress(BudgetSpent):
+        study.optimize(
+            make_objective(hypermodel, x, y, spec=spec),
+            n_trials=100_000,
+            catch=(TrainingDivergedError,),
+            callbacks=[after],
+            gc_after_trial=True,
+        )
+    optuna.logging.set_verbosity(verbosity)
+
+
+def _run_kt(
+    kind: str,
+    spec: StudySpec,
+    x: np.ndarray,
+    y: np.ndarray,
+    ledger: Ledger,
+    tmp: Path,
+    factor: int,
+) -> None:
+    fid = spec.fidelity
+    hypermodel = CountingHyperModel(ledger, max_epochs=fid.max_epochs)
+    common: dict[str, Any] = {
+        "objective": kt.Objective(OBJECTIVE, direction="max"),
+        "seed": spec.seed,
+        "directory": str(tmp),
+        "project_name": kind,
+        "overwrite": True,
+    }
+    tuner: CVHyperband | CVRandomSearch
+    if kind == "kt_hyperband":
+        tuner = CVHyperband(
+            hypermodel,
+            max_epochs=fid.max_epochs,
+            factor=factor,
+            hyperband_iterations=10_000,
+            **common,
+        )
+    else:
+        tuner = CVRandomSearch(hypermodel, max_trials=100_000, **common)
+    weights = tmp / f"{kind}-weights"
+    weights.mkdir()
+    tuner.cv = {"x": x, "y": y, "folds": fid.folds, "seed": spec.seed, "weights": weights}
+    with contextlib.suppress(BudgetSpent):
+        tuner.search(verbose=0)
+
+
+def _one_seed(
+    seed: int, *, subset: int, folds: int, max_epochs: int, budget: int, startup: int, factor: int
+) -> dict[str, Any]:
+    spec = bench_spec(
+        subset=subset, folds=folds, max_epochs=max_epochs, seed=seed, n_startup_trials=startup
+    )
+    x, y = bench_data(subset, seed=seed)
+    runs: dict[str, Ledger] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in SEARCHERS:
+            ledger = Ledger(budget)
+            if name == "ours":
+                _run_ours(spec, x, y, ledger)
+            else:
+                _run_kt(name, spec, x, y, ledger, Path(tmp), factor)
+            runs[name] = ledger
+            keras.backend.clear_session()
+    out: dict[str, Any] = {"seed": seed}
+    for name, ledger in runs.items():
+        scored = [p for p in ledger.trace if p["score"] is not None]
+        out[name] = {
+            "best": round(ledger.best, 4) if scored else None,
+            "epochs_to_best": ledger.epochs_to_reach(ledger.best) if scored else None,
+            "epochs_spent": ledger.epochs,
+            "seconds": ledger.trace[-1]["seconds"] if ledger.trace else None,
+            "trials_scored": len(scored),
+            "trials_unscored": len(ledger.trace) - len(scored),
+            "trials_continued": ledger.continued,
+            "trace": ledger.trace,
+        }
+    bests = [out[name]["best"] for name in SEARCHERS if out[name]["best"] is not None]
+    hb_best = out["kt_hyperband"]["best"]
+    common_target = min(bests) if len(bests) == len(SEARCHERS) else None
+    for name, ledger in runs.items():
+        out[name]["epochs_to_kt_hyperband_best"] = (
+            ledger.epochs_to_reach(hb_best) if hb_best is not None else None
+        )
+        out[name]["epochs_to_common_target"] = (
+            ledger.epochs_to_reach(common_target) if common_target is not None else None
+        )
+    out["common_target"] = common_target
+    ours, hb = out["ours"]["epochs_to_kt_hyperband_best"], out["kt_hyperband"]["epochs_to_best"]
+    out["ours_over_kt_hyperband_compute"] = round(ours / hb, 3) if ours and hb else None
+    out["goal_met"] = bool(ours and hb and ours <= 0.5 * hb)
+    return out
+
+
+def _summary(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for name in SEARCHERS:
+        row: dict[str, Any] = {}
+        for key in ("best", "epochs_to_best", "epochs_to_common_target", "seconds"):
+            values = [s[name][key] for s in seeds if s[name][key] is not None]
+            row[key] = spread(values, 4) if values else None
+        row["reached_kt_hyperband_best"] = sum(
+            s[name]["epochs_to_kt_hyperband_best"] is not None for s in seeds
+        )
+        summary[name] = row
+    ratios = [s["ours_over_kt_hyperband_compute"] for s in seeds]
+    summary["ours_over_kt_hyperband_compute"] = ratios
+    summary["goal_met_seeds"] = sum(s["goal_met"] for s in seeds)
+    return summary
+
+
+def _cell(stats: dict[str, float] | None, digits: int) -> str:
+    if stats is None:
+        return "-"
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def _table(result: dict[str, Any]) -> str:
+    sizes, summary, n = result["sizes"], result["summary"], len(result["seeds"])
+    labels = {
+        "ours": "ours: TPE + Hyperband pruning",
+        "kt_hyperband": "KerasTuner Hyperband",
+        "kt_random": "KerasTuner RandomSearch",
+    }
+    lines = [
+        f"{sizes['subset']} images, {sizes['folds']}-fold CV, max_epochs {sizes['max_epochs']}, "
+        f"KerasTuner Hyperband factor {sizes['factor']}, TPE start-up trials {sizes['startup']}, "
+        f"budget {sizes['budget']} fold-epochs per searcher, seeds {result['seed_list']} "
+        f"(mean ± std over {n}); load average before/after {result['load_before']} / "
+        f"{result['load_after']}.",
+        "",
+        "| searcher | best CV accuracy | fold-epochs to its best | fold-epochs to common target "
+        "| reached KT Hyperband's best (seeds) | wall seconds |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in SEARCHERS:
+        row = summary[name]
+        lines.append(
+            f"| {labels[name]} | {_cell(row['best'], 4)} | {_cell(row['epochs_to_best'], 1)} | "
+            f"{_cell(row['epochs_to_common_target'], 1)} | {row['reached_kt_hyperband_best']}/{n} "
+            f"| {_cell(row['seconds'], 0)} |"
+        )
+    ratios = ", ".join(
+        "never" if r is None else str(r) for r in summary["ours_over_kt_hyperband_compute"]
+    )
+    lines += [
+        "",
+        "Our fold-epochs to reach KT Hyperband's best / Hyperband's fold-epochs to its best, "
+        f"per seed: {ratios}. Goal (<= 0.5) met in {summary['goal_met_seeds']} of {n} seeds.",
+    ]
+    return "\n".join(lines)
+
+
+def run(*, quick: bool) -> dict[str, Any]:
+    if quick:
+        # Factor 2 makes Hyperband's first bracket promote a trial within this tiny budget.
+        sizes = {"subset": 200, "folds": 2, "max_epochs": 2, "budget": 6, "startup": 2, "factor": 2}
+        seeds = [1]
+    else:
+        sizes = {
+            "subset": 1500,
+            "folds": 2,
+            "max_epochs": 3,
+            "budget": 36,
+            "startup": 4,
+            "factor": 3,
+        }
+        seeds = [1, 2, 3]
+    load_before = load_average()
+    start = time.perf_counter()
+    # Long-lived objects (TensorFlow, Keras, data) leave the collector's scans: `release_memory()`
+    # then costs ~0.05 s per fold instead of ~1 s. Wall time only; the same for every searcher.
+    gc.collect()
+    gc.freeze()
+    try:
+        per_seed = [_one_seed(seed, **sizes) for seed in seeds]
+    finally:
+        gc.unfreeze()
+    result = {
+        "sizes": sizes,
+        "seed_list": seeds,
+        "load_before": load_before,
+        "load_after": load_average(),
+        "seconds": round(time.perf_counter() - start, 1),
+        "summary": _summary(per_seed),
+        "seeds": per_seed,
+    }
+    save("search", result, _table(result))
+    return result
