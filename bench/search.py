@@ -177,8 +177,11 @@ class CVRandomSearch(_CrossValidated, kt.RandomSearch):
 
 def _run_ours(spec: StudySpec, x: np.ndarray, y: np.ndarray, ledger: Ledger) -> None:
     hypermodel = CountingHyperModel(ledger, max_epochs=spec.fidelity.max_epochs)
-    study = optuna.create_study(
-        direction="maximize", sampler=make_sampler(spec), pruner=make_pruner(spec)
+    study = optuna.create_study(  # a fixed name: Hyperband assigns brackets by a hash of it
+        study_name=spec.name,
+        direction="maximize",
+        sampler=make_sampler(spec),
+        pruner=make_pruner(spec),
     )
 
     def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
