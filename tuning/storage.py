@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import optuna
+import sqlalchemy
 import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb.models import TrialModel
+from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from tuning.errors import StorageError
@@ -75,12 +81,50 @@ def _reason(exc: BaseException, url: str) -> str:
     return reason
 
 
+class ClaimSafeRDBStorage(RDBStorage):
+    """RDBStorage whose trial claims are one atomic compare-and-swap, on SQLite too.
+
+    Optuna claims a WAITING trial (the enqueued seed, a retried trial) by reading it
+    `FOR UPDATE` and then writing RUNNING. SQLite ignores `FOR UPDATE` and pysqlite reads
+    outside any transaction, so two workers could both claim one trial and train it twice;
+    likewise two workers could both fail one stale trial and retry it twice. Here the claim is
+    `UPDATE ... WHERE state = expected`, which exactly one writer can win on any database.
+    """
+
+    _EXPECTED: ClassVar[dict[TrialState, TrialState]] = {
+        TrialState.RUNNING: TrialState.WAITING,
+        TrialState.FAIL: TrialState.RUNNING,
+    }
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        expected = self._EXPECTED.get(state)
+        if expected is None or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)  # stored as naive UTC
+        running = state == TrialState.RUNNING
+        stamp = TrialModel._datetime_start_utc if running else TrialModel._datetime_complete_utc
+        claim = (
+            sqlalchemy.update(TrialModel)
+            .where(TrialModel.trial_id == trial_id, TrialModel.state == expected)
+            .values({TrialModel.state: state, stamp: now})
+        )
+        with self.engine.begin() as connection:
+            won = connection.execute(claim).rowcount == 1
+        if not won:
+            # Lost the race, or the trial was never in the expected state: same answers as
+            # Optuna's own implementation (False, or UpdateFinishedTrialError once finished).
+            self.check_trial_is_updatable(trial_id, self.get_trial(trial_id).state)
+        return won
+
+
 def _create_rdb_storage(url: str, engine_kwargs: dict[str, object], beat: int) -> RDBStorage:
     # Workers started together race to create the schema in a new database; the loser's insert
     # of the schema version fails. The schema exists by then, so a second attempt just opens it.
     for attempt in range(3):
         try:
-            return RDBStorage(
+            return ClaimSafeRDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=beat,
