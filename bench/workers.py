@@ -69,7 +69,7 @@ def _layout(workers: int, threads: int, seconds: float, subset: int) -> dict[str
 
 def run(*, quick: bool) -> dict[str, Any]:
     cores = os.cpu_count() or 1
-    seconds, subset = (20.0, 500) if quick else (480.0, 4000)
+    seconds, subset = (20.0, 500) if quick else (240.0, 4000)
     layouts = [(1, cores)] + ([(cores, 1)] if cores > 1 else [])
     rows = [_layout(w, t, seconds, subset) for w, t in layouts]
     table = (

@@ -28,7 +28,12 @@ def test_defaults_fill_in_and_name_is_the_file_stem(tmp_path: Path) -> None:
     assert spec.name == "study"
     assert spec.fidelity.folds == 5  # the documented default k
     assert spec.search.sampler == "tpe" and spec.search.pruner == "hyperband"
-    assert spec.to_dict()["fidelity"] == {"subset": 1000, "folds": 5, "max_epochs": 10}
+    assert spec.to_dict()["fidelity"] == {
+        "subset": 1000,
+        "folds": 5,
+        "max_epochs": 10,
+        "precision": "float32",
+    }
 
 
 @pytest.mark.parametrize(
@@ -40,6 +45,10 @@ def test_defaults_fill_in_and_name_is_the_file_stem(tmp_path: Path) -> None:
         ("[fidelity]\nsubset = 70000\n", "'fidelity.subset' must be an integer in 100..60000"),
         ("[fidelity]\nmax_epochs = true\n", "'fidelity.max_epochs' must be an integer"),
         ("[search]\npruner = 'asha'\n", "'search.pruner' must be one of hyperband, median"),
+        (
+            "[fidelity]\nprecision = 'float16'\n",
+            "'fidelity.precision' must be one of float32, mixed_bfloat16. Received: 'float16'",
+        ),
         ("[budget]\ntimeout = -5\n", "'budget.timeout' must be a number of seconds > 0"),
         ("[study]\nname = 'a b'\n", "'study.name' must be letters, digits"),
         ("[fidelity]\nsubset = 100\nfolds = 20\n", "at least 10 images per fold"),

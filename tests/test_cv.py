@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import gc
+import weakref
+
 import keras
 import numpy as np
 import pytest
@@ -84,3 +87,19 @@ def test_an_exception_from_a_hook_stops_the_run() -> None:
     x = np.zeros((40, 28, 28, 1), np.uint8)
     with pytest.raises(Stop):
         cross_validate(tiny_model, x, labels(40), folds=2, seed=0, on_epoch=stop)
+
+
+def test_each_folds_model_is_freed_although_long_lived_objects_are_frozen() -> None:
+    # cross_validate freezes what exists before it (TensorFlow's modules) to make collections
+    # cheap; the models it builds must still be collected, or every trial would leak its nets.
+    models: list[weakref.ref[keras.Model]] = []
+
+    def build() -> keras.Model:
+        model = tiny_model()
+        models.append(weakref.ref(model))
+        return model
+
+    x = np.random.default_rng(0).integers(0, 255, (40, 28, 28, 1)).astype(np.uint8)
+    cross_validate(build, x, labels(40), folds=2, seed=0)
+    assert gc.get_freeze_count() > 0
+    assert len(models) == 2 and all(ref() is None for ref in models)

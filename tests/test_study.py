@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -13,7 +14,7 @@ from tests.conftest import SMOKE
 from tuning.config import StudySpec, load_spec
 from tuning.errors import StudyMismatchError, TrainingDivergedError
 from tuning.space import CNNHyperModel, seed_params
-from tuning.study import make_objective, open_study
+from tuning.study import make_objective, open_study, run_study
 
 SHA = "a" * 64
 
@@ -58,10 +59,11 @@ def test_running_again_resumes_the_same_study(storage_url: str) -> None:
         ({"folds": 3}, "folds=2"),
         ({"subset": 1000}, "subset=2000"),
         ({"max_epochs": 2}, "max_epochs=1"),
+        ({"precision": "mixed_bfloat16"}, "precision=float32"),
     ],
 )
 def test_changed_protocol_is_refused_and_nothing_is_lost(
-    storage_url: str, change: dict[str, int], field: str
+    storage_url: str, change: dict[str, Any], field: str
 ) -> None:
     study = open_smoke(storage_url)
     study.tell(study.ask(), 0.5)
@@ -70,6 +72,18 @@ def test_changed_protocol_is_refused_and_nothing_is_lost(
     assert "study 'smoke'" in str(info.value) and field in str(info.value)
     assert "new [study] name" in str(info.value)
     assert len(optuna.load_study(study_name="smoke", storage=storage_url).trials) == 1
+
+
+def test_a_study_stored_before_the_precision_option_resumes_as_float32(storage_url: str) -> None:
+    study = open_smoke(storage_url)
+    protocol = dict(study.user_attrs["protocol"])
+    del protocol["precision"]  # what studies created before [fidelity] precision existed hold
+    study.set_user_attr("protocol", protocol)
+    assert open_smoke(storage_url)._study_id == study._study_id
+    with pytest.raises(
+        StudyMismatchError, match="precision=float32, but .*precision=mixed_bfloat16"
+    ):
+        open_smoke(storage_url, spec_with(precision="mixed_bfloat16"))
 
 
 def test_changed_data_or_search_space_is_refused(storage_url: str) -> None:
@@ -188,3 +202,24 @@ def test_a_nan_trial_fails_and_the_study_continues() -> None:
     failed, done = study.trials
     assert failed.state == TrialState.FAIL and "loss became nan" in failed.user_attrs["fail_reason"]
     assert done.state == TrialState.COMPLETE
+
+
+def test_a_mixed_bfloat16_study_trains_and_scores_in_bfloat16(
+    storage_url: str, mnist_npz: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policies: list[str] = []
+    build = CNNHyperModel.build
+
+    def spy(self: CNNHyperModel, hp: Any) -> keras.Model:
+        model = build(self, hp)
+        conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+        policies.append(conv.dtype_policy.name)
+        return model
+
+    monkeypatch.setattr(CNNHyperModel, "build", spy)
+    spec = spec_with(precision="mixed_bfloat16", subset=200)
+    study = run_study(spec, storage=storage_url, data=mnist_npz, n_trials=1)
+    assert study.trials[0].state == TrialState.COMPLETE
+    assert study.user_attrs["protocol"]["precision"] == "mixed_bfloat16"
+    # every network built: the space description, then one per fold of the trial
+    assert len(policies) > spec.fidelity.folds and set(policies) == {"mixed_bfloat16"}

@@ -26,7 +26,8 @@ from tuning.imagefolder import load_image_folder
 from tuning.modelfile import CARD_FILE, load_model_file
 from tuning.retrain import retrain
 from tuning.transfer_report import wilson_interval
-from tuning.transfer_run import Search, run_transfer
+from tuning.transfer_run import run_transfer
+from tuning.transfer_search import Search
 
 TINY_NET = {
     "conv_blocks": 2,

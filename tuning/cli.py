@@ -204,7 +204,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     import shlex
 
     from tuning.imagefolder import parse_classes, skipped_warning
-    from tuning.transfer_run import Search, run_transfer
+    from tuning.transfer_run import run_transfer
+    from tuning.transfer_search import Search
 
     _quiet_libraries()
 

@@ -14,17 +14,22 @@ from tuning.errors import ConfigError
 SAMPLERS = ("tpe", "random")
 SCHEDULES = ("cosine", "constant")
 PRUNERS = ("hyperband", "median", "wilcoxon", "none")
+# Keras dtype policies a model can be built with. mixed_bfloat16 (bfloat16 compute, float32
+# weights) needs a CPU with AVX512-BF16 or AMX to be fast; elsewhere it is slower than float32.
+PRECISIONS = ("float32", "mixed_bfloat16")
 MNIST_TRAIN_SIZE = 60_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
 class Fidelity:
-    """How much each trial costs: images scored by CV, number of folds, most epochs per fold."""
+    """How much each trial costs: images scored by CV, number of folds, most epochs per fold,
+    and the compute precision (`mixed_bfloat16`: bfloat16 compute, float32 weights)."""
 
     subset: int = MNIST_TRAIN_SIZE
     folds: int = 5
     max_epochs: int = 10
+    precision: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -75,12 +80,17 @@ class StudySpec:
     export: ExportSettings = ExportSettings()
 
     def protocol(self) -> dict[str, Any]:
-        """What every trial's score depends on; a stored study must match it to be resumed."""
+        """What every trial's score depends on; a stored study must match it to be resumed.
+
+        Keys added after studies were first stored have their old behaviour as the default in
+        `PROTOCOL_DEFAULTS`: compare through `resumable_protocol`, which fills them in.
+        """
         return {
             "subset": self.fidelity.subset,
             "folds": self.fidelity.folds,
             "max_epochs": self.fidelity.max_epochs,
             "seed": self.seed,
+            "precision": self.fidelity.precision,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +98,15 @@ class StudySpec:
         out = dataclasses.asdict(self)
         out["path"] = str(self.path)
         return out
+
+
+# Protocol keys newer than some stored studies, and what those studies implicitly used.
+PROTOCOL_DEFAULTS: dict[str, Any] = {"precision": "float32"}
+
+
+def resumable_protocol(protocol: dict[str, Any]) -> dict[str, Any]:
+    """`protocol` with the keys it predates filled in, so an old study and a new file compare."""
+    return {**PROTOCOL_DEFAULTS, **protocol}
 
 
 # key -> (python types accepted, check, what was expected)
@@ -102,6 +121,7 @@ _SCHEMA: dict[str, dict[str, _Rule]] = {
         "subset": ((int,), lambda v: 100 <= v <= MNIST_TRAIN_SIZE, "an integer in 100..60000"),
         "folds": ((int,), lambda v: 2 <= v <= 20, "an integer in 2..20"),
         "max_epochs": ((int,), lambda v: 1 <= v <= 200, "an integer in 1..200"),
+        "precision": ((str,), lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     },
     "search": {
         "sampler": ((str,), lambda v: v in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),

@@ -101,6 +101,7 @@ def cross_validate(
     Raises:
         TrainingDivergedError: a fold's training loss became NaN or infinite.
     """
+    freeze_long_lived_objects()
     accuracies: list[float] = []
     histories: list[dict[str, list[float]]] = []
     seconds = 0.0
@@ -119,6 +120,19 @@ def cross_validate(
         if on_fold is not None:
             on_fold(fold, accuracies[-1])
     return CVResult(accuracies, seconds, param_count, histories)
+
+
+def freeze_long_lived_objects() -> None:
+    """Move every object alive now out of the garbage collector's reach, once per process.
+
+    With TensorFlow and Keras loaded, each full collection in `release_memory()` walks some
+    400,000 module-level objects that live as long as the process (0.2-0.6 s per fold here,
+    13 % of a small trial). Frozen after one collection, they are never scanned again; what
+    trials create is still collected. `python -m bench throughput` measures the difference.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.collect()  # garbage frozen now would never be freed
+        gc.freeze()
 
 
 def release_memory() -> None:

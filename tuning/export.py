@@ -109,7 +109,7 @@ def check_compatible(study: optuna.Study, spec: StudySpec, data_sha256: str) -> 
         )
 
 
-def _staging_dir(out_dir: Path) -> Path:
+def staging_dir(out_dir: Path) -> Path:
     """A fresh hidden folder beside `out_dir` (same file system, so the final move is atomic)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out {out_dir}: exists and is not a folder")
@@ -127,7 +127,7 @@ def _staging_dir(out_dir: Path) -> Path:
         ) from None
 
 
-def _publish(staging: Path, out_dir: Path) -> None:
+def publish(staging: Path, out_dir: Path) -> None:
     """Replace `out_dir` by `staging`; a previous export is deleted only once the new one is in."""
     previous = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.old")
     had_previous = out_dir.exists()
@@ -195,7 +195,7 @@ def export_study(
     out_dir = Path(out) if out is not None else default_out_dir(spec.name)
     train = load_mnist(data, split="train")
     check_compatible(study, spec, train.sha256)
-    staging = _staging_dir(out_dir)
+    staging = staging_dir(out_dir)
     try:
         say(
             f"retraining trial #{best.number} (CV {best.value:.4f}) on {len(train.y)} images "
@@ -207,6 +207,7 @@ def export_study(
             train.y,
             settings=settings,
             seed=spec.seed,
+            precision=spec.fidelity.precision,  # as the trial was scored
             on_epoch=on_epoch,
         )
         model_path = staging / MODEL_FILE
@@ -319,7 +320,7 @@ def export_study(
         }
         card_path = _write_json(staging / CARD_FILE, card)
         card["artifacts"] = {**ids, **attach_files(study, best, [card_path], store=store)}
-        _publish(staging, out_dir)
+        publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -111,6 +111,7 @@ def retrain(
     settings: ExportSettings,
     seed: int,
     num_classes: int = 10,
+    precision: str = "float32",
     on_epoch: EpochFn | None = None,
 ) -> Retrained:
     """Build the configuration `params` (a trial's parameters) and train it on all of (x, y).
@@ -126,6 +127,7 @@ def retrain(
         max_epochs=max(settings.epochs, int(params.get("epochs", 1))),
         num_classes=num_classes,
         input_shape=tuple(x.shape[1:]),
+        precision=precision,
     )
     hp = OptunaHyperParameters(optuna.trial.FixedTrial(params))  # type: ignore[arg-type]
     model = hypermodel.build(hp)

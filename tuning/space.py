@@ -14,14 +14,13 @@ from typing import Any
 import keras
 import keras_tuner as kt
 
+from tuning.config import PRECISIONS
+
 MAX_CONV_BLOCKS = 3
 FILTERS = (16, 32, 64, 128)
 DENSE_UNITS = (64, 100, 128, 256, 512)
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 BATCH_SIZES = (32, 64, 128, 256)
-# Keras dtype policies a model can be built with. mixed_bfloat16 (bfloat16 compute, float32
-# weights) needs a CPU with AVX512-BF16 or AMX to be fast; elsewhere it is slower than float32.
-PRECISIONS = ("float32", "mixed_bfloat16")
 
 SEED_PARAMS: dict[str, Any] = {
     "conv_blocks": 2,

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from tuning.config import StudySpec
+from tuning.config import StudySpec, resumable_protocol
 from tuning.cv import cross_validate
 from tuning.data import load_mnist, stratified_subset
 from tuning.errors import StudyMismatchError, TrainingDivergedError
@@ -125,6 +125,7 @@ def open_study(
             )
     else:
         origin = study.user_attrs.get("study_file", "?")
+        stored = resumable_protocol(stored)
         for key, want in expected.items():
             have = stored.get(key)
             if have != want:
@@ -246,7 +247,9 @@ def run_study(
     distinct `salt`s so their samplers differ.
     """
     x, y, sha = load_training_data(spec, data)
-    hypermodel = CNNHyperModel(max_epochs=spec.fidelity.max_epochs)
+    hypermodel = CNNHyperModel(
+        max_epochs=spec.fidelity.max_epochs, precision=spec.fidelity.precision
+    )
     study = open_study(spec, storage=storage, data_sha256=sha, hypermodel=hypermodel, salt=salt)
     write_study_note(study)  # the dashboard's study note: protocol, space, data hash, export
     study.optimize(

@@ -1,5 +1,5 @@
-"""What a transfer run reports: the Wilson interval, the grid of held-out predictions, and the
-dashboard note of the transfer study."""
+"""What a transfer run reports: the Wilson interval, the grid of held-out predictions, the
+dashboard note of the transfer study and the model card `tuning predict` reads."""
 
 from __future__ import annotations
 
@@ -145,3 +145,32 @@ def transfer_note(card: Mapping[str, Any], space: list[dict[str, Any]], command:
         ]
     lines += ["", "### Reproduce", "", "```", command, "```"]
     return "\n".join(lines) + "\n"
+
+
+def model_card(card: Mapping[str, Any], details: str) -> dict[str, Any]:
+    """The card `tuning predict` reads (class names), shaped like an export's; `details` names
+    the full transfer card beside it."""
+    return {
+        "card_version": 1,
+        "kind": "transfer",
+        "study": card["study"],
+        "trial": card["tuning"]["best_trial"],
+        "params": card["params"],
+        "class_names": card["class_names"],
+        "cv": {
+            "accuracy": card["cv"]["accuracy"],
+            "interval": card["cv"]["interval"],
+            "protocol": card["protocol"]["summary"],
+        },
+        "base": card["base"],
+        "sha256": card["sha256"],
+        "input": {
+            "shape": [28, 28, 1],
+            "range": "0..255",
+            "ink": "light on dark",
+            "preprocess": "tuning.preprocess.prepare_image",
+        },
+        "versions": card["versions"],
+        "created": card["created"],
+        "details": details,
+    }
