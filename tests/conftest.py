@@ -1,9 +1,12 @@
-"""Shared fixtures: tiny MNIST slices, temporary storage, the smoke study file."""
+"""Shared fixtures: tiny MNIST slices, temporary storage, the smoke study file, small saved
+digit models."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,3 +63,28 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests never write to the project's storage/ and never read a developer's settings."""
     monkeypatch.delenv("TUNING_STORAGE", raising=False)
     monkeypatch.setenv("TUNING_ARTIFACTS", str(tmp_path / "artifacts"))
+
+
+def save_digit_model(
+    mnist_npz: Path, folder: Path, params: dict[str, Any], *, epochs: int, **card: Any
+) -> Path:
+    """Train configuration `params` on the digits of `mnist_npz` and save it in `folder` as an
+    export would: `model.keras` and a card with class names, the model's sha256 and `card`."""
+    from tuning.config import ExportSettings
+    from tuning.cv import release_memory
+    from tuning.data import file_sha256
+    from tuning.modelfile import CARD_FILE
+    from tuning.retrain import retrain
+
+    with np.load(mnist_npz) as data:
+        x, y = data["x_train"], data["y_train"]
+    trained = retrain(params, x[..., None], y, settings=ExportSettings(epochs=epochs), seed=0)
+    trained.model.save(folder / "model.keras")
+    release_memory()
+    card = {
+        "class_names": [str(d) for d in range(10)],
+        "sha256": {"model": file_sha256(folder / "model.keras")},
+        **card,
+    }
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    return folder

@@ -34,12 +34,24 @@ def tuning(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     )
 
 
+def smoke_study(storage_url: str, data: Path, *extra: str) -> list[str]:
+    """`study SMOKE --storage URL --data NPZ ... --no-progress` as command-line arguments."""
+    return [
+        "study",
+        str(SMOKE),
+        "--storage",
+        storage_url,
+        "--data",
+        str(data),
+        *extra,
+        "--no-progress",
+    ]
+
+
 def test_smoke_study_runs_records_attributes_and_summarises(
     mnist_npz: Path, storage_url: str
 ) -> None:
-    result = tuning(
-        "study", str(SMOKE), "--storage", storage_url, "--data", str(mnist_npz), "--no-progress"
-    )
+    result = tuning(*smoke_study(storage_url, mnist_npz))
     assert result.returncode == 0, result.stderr
     assert "Best: trial #" in result.stdout and "Parameters:" in result.stdout
     assert "Seed network (trial #0)" in result.stdout
@@ -75,8 +87,7 @@ def test_ctrl_c_leaves_no_running_trial_and_the_study_resumes(
 ) -> None:
     db = tmp_path / "studies.db"
     url = f"sqlite:///{db}"
-    cmd = [sys.executable, "-m", "tuning.cli", "study", str(SMOKE), "--storage", url]
-    cmd += ["--data", str(mnist_npz), "--trials", "50", "--no-progress"]
+    cmd = [sys.executable, "-m", "tuning.cli", *smoke_study(url, mnist_npz, "--trials", "50")]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -98,17 +109,7 @@ def test_ctrl_c_leaves_no_running_trial_and_the_study_resumes(
     before = len(study.trials)
     assert 1 <= before < 50
 
-    resumed = tuning(
-        "study",
-        str(SMOKE),
-        "--storage",
-        url,
-        "--data",
-        str(mnist_npz),
-        "--trials",
-        "1",
-        "--no-progress",
-    )
+    resumed = tuning(*smoke_study(url, mnist_npz, "--trials", "1"))
     assert resumed.returncode == 0, resumed.stderr
     assert optuna.get_all_study_names(url) == ["smoke"]
     assert len(optuna.load_study(study_name="smoke", storage=url).trials) == before + 1

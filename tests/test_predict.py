@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import save_digit_model
 from tuning.cli import main
-from tuning.config import ExportSettings
 from tuning.errors import ImageError, ModelError
 from tuning.modelfile import CARD_FILE
 from tuning.predict import predict_images
-from tuning.retrain import retrain
 
 REAL_MNIST = Path(os.environ.get("TUNING_MNIST", "/nonexistent")).is_file()
 SMALL_NET = {
@@ -43,14 +42,7 @@ def digits(mnist_npz: Path) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def model_dir(mnist_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small CNN trained for a few seconds, saved with a digit card like an export's."""
-    with np.load(mnist_npz) as data:
-        x, y = data["x_train"], data["y_train"]
-    trained = retrain(SMALL_NET, x[..., None], y, settings=ExportSettings(epochs=3), seed=0)
-    folder = tmp_path_factory.mktemp("model")
-    trained.model.save(folder / "model.keras")
-    keras.backend.clear_session()
-    (folder / CARD_FILE).write_text(json.dumps({"class_names": [str(d) for d in range(10)]}))
-    return folder
+    return save_digit_model(mnist_npz, tmp_path_factory.mktemp("model"), SMALL_NET, epochs=3)
 
 
 def render(digit: np.ndarray, *, dark_on_light: bool, offset: tuple[int, int], mode: str) -> Image:

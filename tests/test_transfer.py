@@ -14,17 +14,16 @@ import optuna
 import pytest
 from PIL import Image
 
+from tests.conftest import save_digit_model
 from tests.letters import write_letters
 from tuning import transfer
 from tuning.artifacts import DASHBOARD_TRIAL_ARTIFACT_PREFIX
 from tuning.cli import main
-from tuning.config import ExportSettings
 from tuning.cv import release_memory
 from tuning.data import file_sha256
 from tuning.errors import ModelError, StudyMismatchError
 from tuning.imagefolder import load_image_folder
 from tuning.modelfile import CARD_FILE, load_model_file
-from tuning.retrain import retrain
 from tuning.transfer_report import wilson_interval
 from tuning.transfer_run import run_transfer
 from tuning.transfer_search import Search
@@ -59,20 +58,8 @@ HEAD_ONLY = {"learning_rate": 0.02, "epochs": 2, "augment": 0.5, "unfreeze": 0}
 @pytest.fixture(scope="module")
 def base_dir(mnist_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small CNN trained for one epoch on 2,000 digits, with a card like an export's."""
-    with np.load(mnist_npz) as data:
-        x, y = data["x_train"], data["y_train"]
-    trained = retrain(TINY_NET, x[..., None], y, settings=ExportSettings(epochs=1), seed=0)
     folder = tmp_path_factory.mktemp("base")
-    trained.model.save(folder / "model.keras")
-    release_memory()
-    card = {
-        "study": "tiny",
-        "trial": 3,
-        "class_names": [str(d) for d in range(10)],
-        "sha256": {"model": file_sha256(folder / "model.keras")},
-    }
-    (folder / CARD_FILE).write_text(json.dumps(card))
-    return folder
+    return save_digit_model(mnist_npz, folder, TINY_NET, epochs=1, study="tiny", trial=3)
 
 
 @pytest.fixture(scope="module")
