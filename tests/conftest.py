@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "studies" / "smoke.toml"
 DEFAULT_STUDY = ROOT / "studies" / "mnist_cnn.toml"
+
+
+def ctrl_c_works() -> None:
+    """`preexec_fn` for a child the test will Ctrl-C: restore SIGINT's default handling, which a
+    test run started as a background job (`make test &`, no job control) passes on as ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

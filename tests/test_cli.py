@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import ROOT, SMOKE
+from tests.conftest import ROOT, SMOKE, ctrl_c_works
 from tuning.cli import main
 from tuning.config import load_spec
 from tuning.data import file_sha256
@@ -89,7 +89,12 @@ def test_ctrl_c_leaves_no_running_trial_and_the_study_resumes(
     url = f"sqlite:///{db}"
     cmd = [sys.executable, "-m", "tuning.cli", *smoke_study(url, mnist_npz, "--trials", "50")]
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_works,
     )
     try:
         deadline = time.monotonic() + 240

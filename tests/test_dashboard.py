@@ -24,7 +24,7 @@ import pytest
 from optuna.trial import TrialState
 from optuna_dashboard import get_note
 
-from tests.conftest import ROOT, SMOKE
+from tests.conftest import ROOT, SMOKE, ctrl_c_works
 from tuning.artifacts import artifact_store, attach_files
 from tuning.data import file_sha256
 from tuning.notes import study_note, write_study_note
@@ -96,6 +96,7 @@ def dashboard(folder: Path, storage: str, *flags: str) -> Iterator[Server]:
             cwd=ROOT,
             stdout=stdout,
             stderr=stderr,
+            preexec_fn=ctrl_c_works,
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT

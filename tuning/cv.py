@@ -127,7 +127,7 @@ def freeze_long_lived_objects() -> None:
 
     With TensorFlow and Keras loaded, each full collection in `release_memory()` walks some
     400,000 module-level objects that live as long as the process (0.2-0.6 s per fold here,
-    13 % of a small trial). Frozen after one collection, they are never scanned again; what
+    about 10 % of a small trial). Frozen after one collection, they are never scanned again; what
     trials create is still collected. `python -m bench throughput` measures the difference.
     """
     if gc.get_freeze_count() == 0:
