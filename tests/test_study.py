@@ -195,8 +195,8 @@ def test_a_nan_trial_fails_and_the_study_continues() -> None:
     spec = spec_with(folds=2, max_epochs=1)
     study = optuna.create_study(direction="maximize")
     x, y = tiny_data()
-    broken = make_objective(TinyHyperModel(scale=float("inf")), x, y, spec=spec)
-    healthy = make_objective(TinyHyperModel(), x, y, spec=spec)
+    broken = make_objective(TinyHyperModel(scale=float("inf"), max_epochs=1), x, y, spec=spec)
+    healthy = make_objective(TinyHyperModel(max_epochs=1), x, y, spec=spec)
     objectives = iter([broken, healthy])
     study.optimize(lambda t: next(objectives)(t), n_trials=2, catch=(TrainingDivergedError,))
     failed, done = study.trials
