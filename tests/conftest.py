@@ -17,6 +17,21 @@ SMOKE = ROOT / "studies" / "smoke.toml"
 DEFAULT_STUDY = ROOT / "studies" / "mnist_cnn.toml"
 
 
+def postgres_url() -> str:
+    """The PostgreSQL server of `TUNING_TEST_POSTGRES`; skips the test when there is none."""
+    from tuning.errors import StorageError
+    from tuning.storage import open_storage
+
+    url = os.environ.get("TUNING_TEST_POSTGRES")
+    if not url:
+        pytest.skip("no PostgreSQL server: set TUNING_TEST_POSTGRES (.ci/run starts one)")
+    try:
+        open_storage(url)
+    except StorageError as exc:
+        pytest.skip(f"PostgreSQL server at TUNING_TEST_POSTGRES not reachable: {exc}")
+    return url
+
+
 def ctrl_c_works() -> None:
     """`preexec_fn` for a child the test will Ctrl-C: restore SIGINT's default handling, which a
     test run started as a background job (`make test &`, no job control) passes on as ignored."""

@@ -14,7 +14,7 @@ import pytest
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from tests.test_workers import postgres_url
+from tests.conftest import postgres_url
 from tuning.storage import open_storage
 
 WORKERS = 4

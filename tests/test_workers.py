@@ -18,7 +18,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, postgres_url
 from tuning.cli import main
 from tuning.errors import StorageError
 from tuning.space import seed_params
@@ -128,17 +128,6 @@ def test_a_killed_worker_leaves_no_running_trial_and_its_trial_is_retried(
     assert retries[0].params.items() >= by_number[killed].params.items()
     assert killed == 0 and retries[0].params == seed_params(1)
     assert all(t.state != TrialState.RUNNING for t in study.trials)
-
-
-def postgres_url() -> str:
-    url = os.environ.get("TUNING_TEST_POSTGRES")
-    if not url:
-        pytest.skip("no PostgreSQL server: set TUNING_TEST_POSTGRES (.ci/run starts one)")
-    try:
-        open_storage(url)
-    except StorageError as exc:
-        pytest.skip(f"PostgreSQL server at TUNING_TEST_POSTGRES not reachable: {exc}")
-    return url
 
 
 @pytest.fixture
