@@ -171,17 +171,7 @@ def test_a_nan_trial_fails_and_the_study_continues_end_to_end(
     )
     study.enqueue_trial({**seed_params(1), "optimizer": "sgd", "learning_rate": 1e6})
 
-    result = tuning(
-        "study",
-        str(SMOKE),
-        "--storage",
-        storage_url,
-        "--data",
-        str(mnist_npz),
-        "--trials",
-        "3",
-        "--no-progress",
-    )
+    result = tuning(*smoke_study(storage_url, mnist_npz, "--trials", "3"))
     assert result.returncode == 0, result.stderr
     trials = optuna.load_study(study_name="smoke", storage=storage_url).trials
     assert [t.state for t in trials[:2]] == [TrialState.COMPLETE, TrialState.FAIL]
@@ -194,14 +184,7 @@ def test_a_long_run_continues_in_fresh_processes_and_keeps_its_budget(
 ) -> None:
     """With one trial per process the run re-executes itself twice and still runs 3 trials."""
     result = tuning(
-        "study",
-        str(SMOKE),
-        "--storage",
-        storage_url,
-        "--data",
-        str(mnist_npz),
-        "--no-progress",
-        env={**os.environ, "TUNING_TRIALS_PER_PROCESS": "1"},
+        *smoke_study(storage_url, mnist_npz), env={**os.environ, "TUNING_TRIALS_PER_PROCESS": "1"}
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("Best: trial #") == 1  # one summary, from the last process
