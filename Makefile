@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STUDY ?= studies/mnist_cnn.toml
 CLASSES ?= alpha,beta,gamma
+# With an NVIDIA driver (nvidia-smi works), the `cuda` extra brings CUDA and cuDNN from PyPI.
+EXTRAS ?= dev$(shell nvidia-smi >/dev/null 2>&1 && echo ,cuda)
 
 .PHONY: help venv study export transfer dashboard test test-slow lint bench clean
 
@@ -14,7 +16,11 @@ help:  ## list the targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@# A .venv from when the project used tensorflow-cpu: it shares tensorflow's files, so both
+	@# go before tensorflow is installed again.
+	if $(BIN)/pip show --quiet tensorflow-cpu 2>/dev/null; then \
+		$(BIN)/pip uninstall --quiet --yes tensorflow-cpu tensorflow; fi
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
 venv: $(VENV)/.installed  ## create .venv and install the project with its dev tools
@@ -34,10 +40,14 @@ dashboard: venv  ## optuna-dashboard on storage/ at http://127.0.0.1:8080 (Ctrl-
 worker: venv  ## join $(STUDY) as one more worker (THREADS=n: TensorFlow threads for it)
 	$(BIN)/tuning worker $(STUDY) $(if $(THREADS),--threads $(THREADS))
 
-workers: venv  ## run WORKERS workers (default 2) on this machine, cores split between them
+workers: venv  ## run WORKERS workers (default 2) here: cores split, one GPU each if several
 	@n=$${WORKERS:-2}; t=$$(( $$(nproc) / n )); t=$$(( t > 0 ? t : 1 )); \
-	echo "$$n workers x $$t threads on $(STUDY)"; \
-	for i in $$(seq $$n); do $(BIN)/tuning worker $(STUDY) --threads $$t --no-progress & done; wait
+	g=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true); \
+	echo "$$n workers x $$t threads on $(STUDY)$$( (( g > 1 )) && echo ", GPUs 0-$$((g - 1)) in turn")"; \
+	for i in $$(seq 0 $$((n - 1))); do \
+		if (( g > 1 )); then export CUDA_VISIBLE_DEVICES=$$(( i % g )); fi; \
+		$(BIN)/tuning worker $(STUDY) --threads $$t --no-progress & \
+	done; wait
 
 test: venv  ## run the test suite (fast; needs TUNING_MNIST for the real-data slices)
 	$(BIN)/pytest

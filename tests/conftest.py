@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,17 @@ def mnist_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def storage_url(tmp_path: Path) -> str:
     """A fresh SQLite database file for one test."""
     return f"sqlite:///{tmp_path / 'studies.db'}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Module-scoped fixtures start before the per-test environment below: keep them out of the
+    project's storage/ too."""
+    patch = pytest.MonkeyPatch()
+    patch.delenv("TUNING_STORAGE", raising=False)
+    patch.setenv("TUNING_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(autouse=True)

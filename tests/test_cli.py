@@ -18,6 +18,7 @@ from tests.conftest import ROOT, SMOKE, ctrl_c_works
 from tuning.cli import main
 from tuning.config import load_spec
 from tuning.data import file_sha256
+from tuning.device import detect
 from tuning.space import CNNHyperModel, seed_params
 from tuning.study import open_study
 
@@ -51,8 +52,14 @@ def smoke_study(storage_url: str, data: Path, *extra: str) -> list[str]:
 def test_smoke_study_runs_records_attributes_and_summarises(
     mnist_npz: Path, storage_url: str
 ) -> None:
-    result = tuning(*smoke_study(storage_url, mnist_npz))
+    # TensorFlow's most talkative setting: still no library line may reach the terminal.
+    result = tuning(
+        *smoke_study(storage_url, mnist_npz), env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    )
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith("Study smoke  (sqlite:///")
+    assert f"Device: {detect().describe()}" in result.stdout
     assert "Best: trial #" in result.stdout and "Parameters:" in result.stdout
     assert "Seed network (trial #0)" in result.stdout
 
@@ -180,13 +187,21 @@ def test_a_nan_trial_fails_and_the_study_continues_end_to_end(
 
 
 def test_a_long_run_continues_in_fresh_processes_and_keeps_its_budget(
-    mnist_npz: Path, storage_url: str
+    mnist_npz: Path, storage_url: str, tmp_path: Path
 ) -> None:
     """With one trial per process the run re-executes itself twice and still runs 3 trials."""
-    result = tuning(
-        *smoke_study(storage_url, mnist_npz), env={**os.environ, "TUNING_TRIALS_PER_PROCESS": "1"}
-    )
+    logs = tmp_path / "tmp"
+    logs.mkdir()
+    env = {"TUNING_TRIALS_PER_PROCESS": "1", "TMPDIR": str(logs), "TF_CPP_MIN_LOG_LEVEL": "0"}
+    argv = smoke_study(storage_url, mnist_npz)
+    argv.remove("--no-progress")
+    result = tuning(*argv, env={**os.environ, **env})
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("Best: trial #") == 1  # one summary, from the last process
+    # Every process drew its bar on the terminal, and no library line or log file was left.
+    bars = result.stderr.replace("\r", "\n").split("\n")
+    assert all(line.strip() == "" or "trial" in line for line in bars), result.stderr
+    assert "3/3" in result.stderr
+    assert list(logs.iterdir()) == []
     trials = optuna.load_study(study_name="smoke", storage=storage_url).trials
     assert len(trials) == 3 and all(t.state != TrialState.RUNNING for t in trials)

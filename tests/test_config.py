@@ -47,7 +47,8 @@ def test_defaults_fill_in_and_name_is_the_file_stem(tmp_path: Path) -> None:
         ("[search]\npruner = 'asha'\n", "'search.pruner' must be one of hyperband, median"),
         (
             "[fidelity]\nprecision = 'float16'\n",
-            "'fidelity.precision' must be one of float32, mixed_bfloat16. Received: 'float16'",
+            "'fidelity.precision' must be one of float32, mixed_bfloat16, mixed_float16, auto. "
+            "Received: 'float16'",
         ),
         ("[budget]\ntimeout = -5\n", "'budget.timeout' must be a number of seconds > 0"),
         ("[study]\nname = 'a b'\n", "'study.name' must be letters, digits"),

@@ -27,6 +27,7 @@ from optuna_dashboard import get_note
 from tests.conftest import ROOT, SMOKE, ctrl_c_works
 from tuning.artifacts import artifact_store, attach_files
 from tuning.data import file_sha256
+from tuning.device import detect
 from tuning.notes import study_note, write_study_note
 
 OUTPUT = ROOT / "tests" / "output"
@@ -206,6 +207,20 @@ def test_note_describes_protocol_space_data_and_export(tmp_path: Path) -> None:
     assert get_note(study) == "## Greek letters\nA transfer study."
 
 
+def test_note_names_the_devices_the_trials_ran_on(tmp_path: Path) -> None:
+    study = toy_study(f"sqlite:///{tmp_path / 'studies.db'}")
+    for device in ("GPU: NVIDIA H100 80GB HBM3 x1", "GPU: NVIDIA H100 80GB HBM3 x1", "CPU: EPYC"):
+        study.enqueue_trial({}, user_attrs={"versions": {"device": device}})
+        study.tell(study.ask(), 0.5)
+    body = write_study_note(study, device="CPU: Xeon, 2 cores")
+    devices = body.split("### Devices")[1].strip().splitlines()[:3]
+    assert devices == [
+        "- CPU: Xeon, 2 cores: 0 trial(s) so far",
+        "- GPU: NVIDIA H100 80GB HBM3 x1: 2 trial(s) so far",
+        "- CPU: EPYC: 1 trial(s) so far",
+    ]
+
+
 def test_note_of_a_study_without_tuning_attributes_is_just_its_title() -> None:
     assert study_note("bare", {}).splitlines()[0] == "## bare"
     assert "Fold protocol" not in study_note("bare", {})
@@ -266,6 +281,8 @@ def live_run(tmp_path_factory: pytest.TempPathFactory, mnist_npz: Path) -> Itera
                 text=True,
                 timeout=600,
                 check=False,
+                # The trials' curves go where the dashboard looks for artifacts.
+                env={**os.environ, "TUNING_ARTIFACTS": str(folder / "artifacts")},
             )
         finally:
             stop_event.set()
@@ -307,6 +324,7 @@ def test_every_run_writes_the_note_the_dashboard_shows(live_run: LiveRun, mnist_
     assert "**2**-fold stratified cross-validation of **2000** training images" in note
     assert "| learning_rate | Float |" in note
     assert f"tuning export {SMOKE}" in note
+    assert f"- {detect().describe()}: 0 trial(s) so far" in note  # written as the run began
 
 
 @pytest.fixture(scope="module")
@@ -373,15 +391,20 @@ def test_browser_shows_trials_params_fold_accuracies_curves_and_artifact(
         for name in ("learning_rate", "filters_0", "batch_size"):
             assert name in body
         assert "fold_accuracies" in body and "Intermediate Values" in body
-        image = page.get_by_alt_text("fold_accuracies.png")
-        image.wait_for()
-        page.wait_for_function(
-            "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
-        )
+        # Per-epoch curves are the trial's own plot, not a one-line attribute.
+        assert "fold_histories" not in body
+        for name in ("cv_curves.png", "fold_accuracies.png"):  # attached by the run; by export
+            image = page.get_by_alt_text(name)
+            image.wait_for()
+            page.wait_for_function(
+                "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+            )
         page.screenshot(path=OUTPUT / "dashboard-best-trial.png")
 
         page.goto(f"{url}dashboard/studies/1")
         page.get_by_text("Intermediate values", exact=True).wait_for()
+        page.get_by_text("CV accuracy").first.wait_for()  # the objective's name in the charts
+        assert "Objective 0" not in page.inner_text("body")
         page.screenshot(path=OUTPUT / "dashboard-history.png", full_page=True)
 
         page.goto(f"{url}dashboard/studies/1/note")

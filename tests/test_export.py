@@ -18,6 +18,7 @@ from tuning.artifacts import DASHBOARD_TRIAL_ARTIFACT_PREFIX
 from tuning.cli import main
 from tuning.config import ExportSettings, load_spec
 from tuning.data import file_sha256
+from tuning.device import detect
 from tuning.errors import ConfigError, ExportError, StudyMismatchError
 from tuning.export import export_study
 from tuning.modelfile import load_model_file
@@ -48,7 +49,7 @@ def exported(mnist_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Expor
     root = tmp_path_factory.mktemp("export")
     storage = f"sqlite:///{root / 'studies.db'}"
     spec = load_spec(SMOKE)
-    run_study(spec, storage=storage, data=mnist_npz, n_trials=2)
+    run_study(spec, storage=storage, data=mnist_npz, n_trials=2, artifacts=root / "artifacts")
     keras.backend.clear_session()
     result = export_study(
         spec,
@@ -84,6 +85,7 @@ def test_card_describes_the_best_trial_and_the_files(exported: Exported) -> None
     assert card["class_names"] == [str(d) for d in range(10)]
     assert card["training"]["epochs"] == 1 and card["training"]["seconds"] > 0
     assert {"tensorflow", "keras", "optuna"} <= set(card["versions"])
+    assert card["training"]["device"] == card["versions"]["device"] == detect().describe()
     assert card["created"][:4].isdigit()
     assert study.user_attrs["export"]["test_accuracy"] == card["test"]["accuracy"]
 

@@ -8,13 +8,25 @@ import keras
 import numpy as np
 import optuna
 import pytest
+from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
 from tests.conftest import SMOKE
+from tuning.artifacts import artifact_store
 from tuning.config import StudySpec, load_spec
+from tuning.curves import CURVES_JSON, CURVES_PNG, read_curves
+from tuning.data import file_sha256
+from tuning.device import detect, resolve_precision
 from tuning.errors import StudyMismatchError, TrainingDivergedError
 from tuning.space import CNNHyperModel, seed_params
-from tuning.study import make_objective, open_study, run_study
+from tuning.study import (
+    METRIC_NAME,
+    make_objective,
+    open_run,
+    open_study,
+    run_study,
+    study_precision,
+)
 
 SHA = "a" * 64
 
@@ -36,6 +48,7 @@ def test_new_study_records_its_protocol_and_starts_with_the_seed_network(storage
     assert protocol["folds"] == 2 and protocol["subset"] == 2000 and protocol["data_sha256"] == SHA
     assert len(protocol["space_fingerprint"]) == 16
     assert any(p["name"] == "filters_2" for p in study.user_attrs["space"])
+    assert study.metric_names == [METRIC_NAME] == ["CV accuracy"]  # not "Objective 0"
     first = study.ask()
     assert first.number == 0
     assert first.user_attrs["baseline"] == "seed network"
@@ -164,7 +177,22 @@ def test_objective_reports_without_step_collisions_and_records_fold_attributes()
     assert trial.user_attrs["param_count"] == 7850
     assert trial.user_attrs["train_seconds"] > 0
     assert set(trial.user_attrs["versions"]) >= {"tensorflow", "keras", "optuna", "keras_tuner"}
-    assert len(trial.user_attrs["fold_histories"]) == 3
+    assert trial.user_attrs["versions"]["device"] == detect().describe()
+    # The per-epoch curves are artifacts (a JSON file and a plot), not a long attribute.
+    assert "fold_histories" not in trial.user_attrs
+    files = {m.filename for m in get_all_artifact_meta(trial, storage=study._storage)}
+    assert files == {CURVES_JSON, CURVES_PNG}
+    curves = read_curves(study, trial, store=artifact_store())
+    assert len(curves) == 3 and all(len(fold["val_accuracy"]) == 2 for fold in curves)
+    assert curves[0]["val_accuracy"][-1] == pytest.approx(folds[0])
+
+
+def test_curves_of_a_trial_stored_before_they_became_artifacts_come_from_its_attribute() -> None:
+    study = optuna.create_study()
+    legacy = [{"loss": [0.5], "val_accuracy": [0.9]}]
+    study.enqueue_trial({}, user_attrs={"fold_histories": legacy})
+    study.tell(study.ask(), 0.9)
+    assert read_curves(study, study.trials[0], store=artifact_store()) == legacy
 
 
 def test_wilcoxon_pruner_sees_one_step_per_fold() -> None:
@@ -204,8 +232,37 @@ def test_a_nan_trial_fails_and_the_study_continues() -> None:
     assert done.state == TrialState.COMPLETE
 
 
-def test_a_mixed_bfloat16_study_trains_and_scores_in_bfloat16(
-    storage_url: str, mnist_npz: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_study_stored_before_its_metric_was_named_gets_the_name(storage_url: str) -> None:
+    study = open_smoke(storage_url)
+    study._storage.set_study_system_attr(study._study_id, "study:metric_names", None)
+    assert optuna.load_study(study_name="smoke", storage=storage_url).metric_names is None
+    assert open_smoke(storage_url).metric_names == [METRIC_NAME]
+
+
+def test_auto_precision_is_resolved_once_when_the_study_is_created(
+    storage_url: str, mnist_npz: Path
+) -> None:
+    auto = spec_with(precision="auto")
+    study = open_run(auto, storage=storage_url, data=mnist_npz).study
+    here = resolve_precision("auto", detect())
+    assert here in ("float32", "mixed_bfloat16", "mixed_float16")
+    assert study.user_attrs["protocol"]["precision"] == here == study_precision(study)
+
+    # As if a GPU machine had created it: `auto` resumes with what is stored, wherever it runs.
+    protocol = {**study.user_attrs["protocol"], "precision": "mixed_float16"}
+    study.set_user_attr("protocol", protocol)
+    resumed = open_run(auto, storage=storage_url, data=mnist_npz)
+    assert resumed.hypermodel.precision == "mixed_float16"
+    # A file that names another policy is refused, as any protocol change is.
+    with pytest.raises(
+        StudyMismatchError, match="precision=mixed_float16, but .*precision=float32"
+    ):
+        open_smoke(storage_url, spec_with(precision="float32"), sha=file_sha256(mnist_npz))
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_a_mixed_precision_study_trains_and_scores_in_that_precision(
+    storage_url: str, mnist_npz: Path, monkeypatch: pytest.MonkeyPatch, policy: str
 ) -> None:
     policies: list[str] = []
     build = CNNHyperModel.build
@@ -217,9 +274,10 @@ def test_a_mixed_bfloat16_study_trains_and_scores_in_bfloat16(
         return model
 
     monkeypatch.setattr(CNNHyperModel, "build", spy)
-    spec = spec_with(precision="mixed_bfloat16", subset=200)
+    spec = spec_with(precision=policy, subset=200)
     study = run_study(spec, storage=storage_url, data=mnist_npz, n_trials=1)
     assert study.trials[0].state == TrialState.COMPLETE
-    assert study.user_attrs["protocol"]["precision"] == "mixed_bfloat16"
-    # every network built: the space description, then one per fold of the trial
-    assert len(policies) > spec.fidelity.folds and set(policies) == {"mixed_bfloat16"}
+    assert study.user_attrs["protocol"]["precision"] == policy
+    # One network per fold, in `policy`; the others built are float32 space descriptions.
+    assert policies.count(policy) == spec.fidelity.folds
+    assert set(policies) == {policy, "float32"}

@@ -11,6 +11,8 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
+from tuning.errors import StorageError
+
 ENV_ARTIFACTS = "TUNING_ARTIFACTS"
 DEFAULT_ARTIFACTS = Path("storage/artifacts")
 # optuna_dashboard.artifact._backend: "dashboard:artifacts:<trial_id>:<artifact_id>" study attrs.
@@ -25,7 +27,17 @@ def artifact_dir(path: str | Path | None = None) -> Path:
 def artifact_store(path: str | Path | None = None) -> FileSystemArtifactStore:
     """The project's artifact store (a folder), created if missing."""
     folder = artifact_dir(path)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"artifact folder {folder}: cannot create it ({exc.strerror or exc}); choose a "
+            f"writable folder with {ENV_ARTIFACTS}"
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise StorageError(
+            f"artifact folder {folder}: not writable; choose another with {ENV_ARTIFACTS}"
+        )
     return FileSystemArtifactStore(str(folder))
 
 

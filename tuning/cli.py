@@ -3,30 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
 
 # Before TensorFlow is imported anywhere: keep its C++ start-up chatter out of the user's terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tuning.console import Console, open_console, verbose_from_env
 from tuning.errors import TuningError
 
 Command = Callable[[argparse.Namespace], int]
 STORAGE_HELP = "database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(verbose: bool = False) -> None:
     import warnings
 
     import optuna
 
+    if verbose:
+        optuna.logging.set_verbosity(optuna.logging.INFO)
+        return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeats and grouped TPE are marked experimental; the warnings say nothing actionable.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -65,9 +78,10 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
     gets a seed of its own, and `--trials` counts the trials this process runs.
     """
     from tuning.config import load_spec
+    from tuning.device import detect
     from tuning.progress import StudyProgress, summary
     from tuning.storage import redact, resolve_storage_url
-    from tuning.study import run_study
+    from tuning.study import open_run
     from tuning.workers import (
         configure_threads,
         continue_in_new_process,
@@ -75,6 +89,7 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
         worker_salt,
     )
 
+    console: Console = args.console
     spec = load_spec(args.study_file)
     configure_threads(args.threads)
     for flag in ("trials", "timeout"):
@@ -85,8 +100,10 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
     timeout = args.timeout or spec.budget.timeout
     start = time.monotonic() if args.started_at is None else args.started_at
     storage = resolve_storage_url(args.storage)
-    _quiet_libraries()
+    _quiet_libraries(args.verbose)
     batch = min(n_trials - args.done_trials, trials_per_process())
+    # Data, storage, stored protocol and artifact folder are checked before the bar is drawn.
+    run = open_run(spec, storage=storage, data=args.data, salt=worker_salt() if worker else 0)
     time_left = None if timeout is None else timeout - (time.monotonic() - start)
     progress = StudyProgress(
         n_trials=n_trials,
@@ -94,33 +111,38 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
         disable=args.no_progress,
         done=args.done_trials,
         start=start,
+        file=console.err,
     )
     try:
-        study = run_study(
-            spec,
-            storage=storage,
-            data=args.data,
+        study = run.optimize(
             n_trials=batch,
             timeout=time_left,
             callbacks=[progress],
             on_progress=progress.status,
-            salt=worker_salt() if worker else 0,
         )
     except KeyboardInterrupt:
         progress.close()
-        print(
+        console.err.write(
             f"\nInterrupted: the running trial was marked FAIL; every finished trial is kept in "
-            f"{redact(storage)}. Run the same command again to resume.",
-            file=sys.stderr,
+            f"{redact(storage)}. Run the same command again to resume.\n"
         )
         return 130
-    progress.close()
+    finally:
+        progress.close()  # an error is then printed on a line of its own
     done = args.done_trials + progress.finished
     out_of_time = timeout is not None and time.monotonic() - start >= timeout
     if done < n_trials and progress.finished == batch and not out_of_time:
         # A fresh process for the next trials: TensorFlow never frees traced functions.
+        console.detach()
         continue_in_new_process(args.argv, done=done, start=start)
-    print(summary(study, storage=redact(storage), study_file=args.study_file))
+    print(
+        summary(
+            study,
+            storage=redact(storage),
+            study_file=args.study_file,
+            device=detect().describe(),
+        )
+    )
     return 0
 
 
@@ -128,16 +150,17 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     """Serve optuna-dashboard until Ctrl-C; warn when it is reachable from other machines."""
     from tuning.dashboard import Dashboard, no_login_warning
 
-    _quiet_libraries()
+    console: Console = args.console
+    _quiet_libraries(args.verbose)
     warning = no_login_warning(args.host, args.port)
     if warning:
-        print(warning, file=sys.stderr, flush=True)
+        console.warn(warning)
     dashboard = Dashboard(args.storage, host=args.host, port=args.port, artifacts=args.artifacts)
     print(dashboard.banner(), flush=True)
     try:
         dashboard.serve_forever()
     except KeyboardInterrupt:
-        print("\nDashboard stopped.", file=sys.stderr)
+        console.err.write("\nDashboard stopped.\n")
     finally:
         dashboard.close()
     return 0
@@ -148,11 +171,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tuning.config import load_spec
     from tuning.export import export_study
 
+    console: Console = args.console
     spec = load_spec(args.study_file)
-    _quiet_libraries()
+    _quiet_libraries(args.verbose)
 
     def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        console.err.write(message + "\n")
 
     def on_epoch(epoch: int, epochs: int, logs: dict[str, float]) -> None:
         log(
@@ -190,7 +214,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from tuning.predict import format_predictions, predict_images
 
-    _quiet_libraries()
+    _quiet_libraries(args.verbose)
     predictions = predict_images(args.model, args.images)
     if args.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
@@ -207,10 +231,11 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from tuning.transfer_run import run_transfer
     from tuning.transfer_search import Search
 
-    _quiet_libraries()
+    console: Console = args.console
+    _quiet_libraries(args.verbose)
 
     def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        console.err.write(message + "\n")
 
     classes = parse_classes(args.classes)
     # The command recorded in the note and config, with the data folder $TUNING_GREEK gave.
@@ -230,7 +255,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             seed=args.seed,
             command=command,
             log=log,
-            on_data=lambda data: _warn_skipped(skipped_warning(data.skipped)),
+            on_data=lambda data: _warn_skipped(console, skipped_warning(data.skipped)),
         )
     except KeyboardInterrupt:
         log("\nInterrupted: nothing was written; finished trials stay in the study.")
@@ -248,25 +273,29 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_skipped(message: str | None) -> None:
+def _warn_skipped(console: Console, message: str | None) -> None:
     if message:
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        console.warn(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tuning", description="Hyperparameter-tuning studies for Keras CNNs."
+    parser = _Parser(prog="tuning", description="Hyperparameter-tuning studies for Keras CNNs.")
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--verbose",
+        action="store_true",
+        default=verbose_from_env(),
+        help="show every library log line (TensorFlow, absl, Keras, Optuna); also TUNING_LOG=debug",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    study = sub.add_parser("study", help="create or resume a study and run trials")
+    add = functools.partial(sub.add_parser, parents=[common])
+    study = add("study", help="create or resume a study and run trials")
     _add_run_flags(study)
     study.set_defaults(func=cmd_study)
-    worker = sub.add_parser(
-        "worker", help="join a study as one more worker process (same flags as study)"
-    )
+    worker = add("worker", help="join a study as one more worker process (same flags as study)")
     _add_run_flags(worker)
     worker.set_defaults(func=lambda args: cmd_study(args, worker=True))
-    dash = sub.add_parser("dashboard", help="open optuna-dashboard on the studies and artifacts")
+    dash = add("dashboard", help="open optuna-dashboard on the studies and artifacts")
     dash.add_argument("--storage", help=STORAGE_HELP)
     dash.add_argument(
         "--artifacts", help="artifact folder (default: $TUNING_ARTIFACTS or storage/artifacts)"
@@ -280,9 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)"
     )
     dash.set_defaults(func=cmd_dashboard)
-    export = sub.add_parser(
-        "export", help="retrain the best trial on all images, test it once, export it"
-    )
+    export = add("export", help="retrain the best trial on all images, test it once, export it")
     export.add_argument(
         "study_file", metavar="STUDY.toml", help="the study file, e.g. studies/mnist_cnn.toml"
     )
@@ -296,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=int, help="retraining epochs (default: [export] epochs of the study file)"
     )
     export.set_defaults(func=cmd_export)
-    predict = sub.add_parser("predict", help="classify images with an exported model")
+    predict = add("predict", help="classify images with an exported model")
     predict.add_argument(
         "model", metavar="MODEL.keras", help="e.g. storage/models/mnist_cnn/model.keras"
     )
@@ -305,9 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.set_defaults(func=cmd_predict)
-    transfer = sub.add_parser(
-        "transfer", help="transfer an exported model to the classes of an image folder"
-    )
+    transfer = add("transfer", help="transfer an exported model to the classes of an image folder")
     transfer.add_argument(
         "model",
         metavar="MODEL.keras",
@@ -355,11 +380,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tuning` console script."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    console = args.console = open_console(verbose=args.verbose)
     try:
         return int(args.func(args))
     except TuningError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        console.error(str(exc))
+        return exc.exit_status
+    except Exception as exc:
+        # A failure during work, not a bad input: one line here, the traceback in the log.
+        logging.getLogger("tuning").exception("tuning %s failed", args.command)
+        where = f"details in {console.log_path}" if console.log_path else "traceback above"
+        first = (str(exc).strip().splitlines() or [""])[0]
+        console.keep_log()
+        console.error(f"{type(exc).__name__}: {first} ({where})")
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,8 +15,11 @@ SAMPLERS = ("tpe", "random")
 SCHEDULES = ("cosine", "constant")
 PRUNERS = ("hyperband", "median", "wilcoxon", "none")
 # Keras dtype policies a model can be built with. mixed_bfloat16 (bfloat16 compute, float32
-# weights) needs a CPU with AVX512-BF16 or AMX to be fast; elsewhere it is slower than float32.
-PRECISIONS = ("float32", "mixed_bfloat16")
+# weights) needs a CPU with AVX512-BF16 or AMX to be fast; mixed_float16 a GPU with tensor cores.
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+# A study file may also say "auto": tuning.device.resolve_precision picks by hardware, once, when
+# the study is created, and the stored protocol keeps what it picked.
+PRECISIONS = (*POLICIES, "auto")
 MNIST_TRAIN_SIZE = 60_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -24,7 +27,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 @dataclass(frozen=True)
 class Fidelity:
     """How much each trial costs: images scored by CV, number of folds, most epochs per fold,
-    and the compute precision (`mixed_bfloat16`: bfloat16 compute, float32 weights)."""
+    and the compute precision (`mixed_bfloat16`: bfloat16 compute, float32 weights; `auto`:
+    chosen by hardware when the study is created)."""
 
     subset: int = MNIST_TRAIN_SIZE
     folds: int = 5

@@ -2,7 +2,10 @@
 
 
 class TuningError(Exception):
-    """Base class: the CLI prints the message on one line and exits with status 2."""
+    """Base class: the CLI prints the message on one line and exits with `exit_status`: 2 for a
+    bad input (the default), 1 for a failure during work."""
+
+    exit_status = 2
 
 
 class ConfigError(TuningError, ValueError):
@@ -23,6 +26,8 @@ class StudyMismatchError(TuningError):
 
 class TrainingDivergedError(TuningError):
     """Training produced a non-finite loss; the trial fails and the study goes on."""
+
+    exit_status = 1
 
 
 class DashboardError(TuningError):

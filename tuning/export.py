@@ -28,13 +28,15 @@ from optuna.trial import FrozenTrial, TrialState
 from tuning import report
 from tuning.artifacts import artifact_store, attach_files
 from tuning.config import StudySpec
+from tuning.curves import read_curves
 from tuning.data import file_sha256, load_mnist
+from tuning.device import detect
 from tuning.errors import ExportError, StudyMismatchError
 from tuning.modelfile import CARD_FILE, load_model_file
 from tuning.retrain import EpochFn, retrain
 from tuning.space import CNNHyperModel, describe_space, space_fingerprint
 from tuning.storage import open_storage, redact, resolve_storage_url, study_names
-from tuning.study import library_versions
+from tuning.study import library_versions, study_precision
 
 DEFAULT_MODELS = Path("storage/models")
 MODEL_FILE = "model.keras"
@@ -207,7 +209,7 @@ def export_study(
             train.y,
             settings=settings,
             seed=spec.seed,
-            precision=spec.fidelity.precision,  # as the trial was scored
+            precision=study_precision(study),  # as the trial was scored
             on_epoch=on_epoch,
         )
         model_path = staging / MODEL_FILE
@@ -223,6 +225,7 @@ def export_study(
         model.export(str(staging / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
         param_count = int(model.count_params())
 
+        store = artifact_store(artifacts)
         title = f"{spec.name}, trial #{best.number}"
         groups = {f"best #{best.number}": list(best.user_attrs.get("fold_accuracies", []))}
         baseline = _baseline_folds(study, best)
@@ -230,7 +233,7 @@ def export_study(
             groups[f"seed network #{baseline[0]}"] = baseline[1]
         plots = [
             report.learning_curves(
-                best.user_attrs.get("fold_histories", []),
+                read_curves(study, best, store=store),
                 trained.history,
                 staging / "learning_curves.png",
                 title=title,
@@ -267,7 +270,6 @@ def export_study(
         config_path = _write_json(staging / CONFIG_FILE, resolved)
 
         say("uploading artifacts")
-        store = artifact_store(artifacts)
         ids = attach_files(study, best, [model_path, *plots, config_path], store=store)
         card: dict[str, Any] = {
             "card_version": 1,
@@ -300,6 +302,7 @@ def export_study(
                 "final_loss": trained.history["loss"][-1],
                 "final_accuracy": trained.history["accuracy"][-1],
                 "seconds": round(trained.seconds, 2),
+                "device": detect().describe(),
             },
             "param_count": param_count,
             "sha256": {"model": file_sha256(model_path), "data": train.sha256},

@@ -87,8 +87,11 @@ def _protocol_section(protocol: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def study_note(study_name: str, attrs: Mapping[str, Any]) -> str:
-    """Markdown for a study made by `tuning study`, from its user attrs.
+def study_note(
+    study_name: str, attrs: Mapping[str, Any], devices: Mapping[str, int] | None = None
+) -> str:
+    """Markdown for a study made by `tuning study`, from its user attrs and the `devices` its
+    trials ran on (device name -> trials; 0 for the run about to start).
 
     Sections whose attributes are missing are left out, so any study gets a sensible note.
     """
@@ -126,6 +129,9 @@ def study_note(study_name: str, attrs: Mapping[str, Any]) -> str:
             EXPORT_COMMAND.format(study_file=study_file),
             "```",
         ]
+    if devices:
+        lines += ["", "### Devices", ""]
+        lines += [f"- {name}: {n} trial(s) so far" for name, n in devices.items()]
     versions = attrs.get("versions")
     if isinstance(versions, Mapping) and versions:
         listed = ", ".join(f"{k} {v}" for k, v in versions.items())
@@ -133,13 +139,32 @@ def study_note(study_name: str, attrs: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_study_note(study: optuna.Study, body: str | None = None) -> str:
-    """Save `body` (default: `study_note` of the study's user attrs) as the study's dashboard
-    note, replacing the previous one; returns the markdown saved."""
+def trial_devices(study: optuna.Study, current: str | None = None) -> dict[str, int]:
+    """How many finished trials ran on each device (trial attribute `versions.device`), with
+    `current`, the device of the run about to start, listed too."""
+    counts: dict[str, int] = {}
+    if current:
+        counts[current] = 0
+    for trial in study.get_trials(deepcopy=False):
+        device = (trial.user_attrs.get("versions") or {}).get("device")
+        if device and trial.state.is_finished():
+            counts[device] = counts.get(device, 0) + 1
+    return counts
+
+
+def write_study_note(
+    study: optuna.Study, body: str | None = None, *, device: str | None = None
+) -> str:
+    """Save `body` (default: `study_note` of the study's user attrs and its trials' devices, with
+    `device` for this run) as the study's dashboard note, replacing the previous one; returns the
+    markdown saved."""
     # Imported here: optuna-dashboard pulls in its web framework, which trials never need.
     from optuna_dashboard import get_note, save_note
 
-    text = body if body is not None else study_note(study.study_name, study.user_attrs)
+    if body is None:
+        devices = trial_devices(study, device)
+        body = study_note(study.study_name, study.user_attrs, devices)
+    text = body
     # Re-saving an identical note would only bump its version; skip the write instead.
     if get_note(study) != text:
         save_note(study, text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import optuna
@@ -25,13 +25,20 @@ class StudyProgress:
         disable: bool = False,
         done: int = 0,
         start: float | None = None,
+        file: TextIO | None = None,
     ) -> None:
-        """`done` trials and a `start` (time.monotonic()) carry over when a run is continued."""
+        """`done` trials and a `start` (time.monotonic()) carry over when a run is continued;
+        the bar is drawn on `file` (default: standard error)."""
         self.timeout = timeout
         self.start = time.monotonic() if start is None else start
         self.finished = 0  # trials finished by this process
         self.bar = tqdm(
-            total=n_trials, initial=done, unit="trial", dynamic_ncols=True, disable=disable
+            total=n_trials,
+            initial=done,
+            unit="trial",
+            dynamic_ncols=True,
+            disable=disable,
+            file=file,
         )
         self.best = ""
         self.current = ""
@@ -76,12 +83,16 @@ def cv_line(trial: FrozenTrial) -> str:
     return f"{trial.value:.4f} ± {std:.4f} over {len(folds)} folds ({listed})"
 
 
-def summary(study: optuna.Study, *, storage: str, study_file: str) -> str:
-    """A one-screen text summary of a study: counts, best trial, its parameters, the baseline."""
+def summary(
+    study: optuna.Study, *, storage: str, study_file: str, device: str | None = None
+) -> str:
+    """A one-screen text summary of a study: counts, best trial, its parameters, the baseline,
+    and the `device` this run trained on."""
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials) for s in TrialState}
     lines = [
         f"Study {study.study_name}  ({storage})",
+        *([f"Device: {device}"] if device else []),
         f"Trials: {len(trials)} — {counts[TrialState.COMPLETE]} complete, "
         f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed",
     ]

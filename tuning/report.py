@@ -27,7 +27,8 @@ def learning_curves(
     title: str,
 ) -> Path:
     """Loss and accuracy per epoch: each CV fold's training (dashed) and validation (solid)
-    curves, and the final retraining on all images (training only: no data is held out)."""
+    curves, and the final retraining on all images (training only: no data is held out), if
+    `retrain_history` has any."""
     fig = Figure(figsize=(11, 4.2))
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
         for fold, history in enumerate(fold_histories):
@@ -58,7 +59,7 @@ def learning_curves(
             )
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric}: CV folds and final retraining")
+        ax.set_title(f"{metric}: CV folds" + (" and final retraining" if values else ""))
         ax.grid(alpha=0.3)
         if metric == "loss":
             ax.set_yscale("log")

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import keras_tuner as kt
 
-from tuning.config import PRECISIONS
+from tuning.config import POLICIES
 
 MAX_CONV_BLOCKS = 3
 FILTERS = (16, 32, 64, 128)
@@ -56,8 +56,8 @@ class CNNHyperModel(kt.HyperModel):
         precision: str = "float32",
     ) -> None:
         super().__init__(name="cnn")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}: {precision!r}")
+        if precision not in POLICIES:
+            raise ValueError(f"precision must be one of {', '.join(POLICIES)}: {precision!r}")
         self.max_epochs = max_epochs
         self.num_classes = num_classes
         self.input_shape = input_shape

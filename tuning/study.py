@@ -5,15 +5,19 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 
+from tuning.artifacts import artifact_store
 from tuning.config import StudySpec, resumable_protocol
+from tuning.curves import attach_curves
 from tuning.cv import cross_validate
 from tuning.data import load_mnist, stratified_subset
+from tuning.device import detect, resolve_precision
 from tuning.errors import StudyMismatchError, TrainingDivergedError
 from tuning.hp import OptunaHyperParameters
 from tuning.notes import write_study_note
@@ -21,10 +25,13 @@ from tuning.space import CNNHyperModel, describe_space, seed_params, space_finge
 from tuning.storage import open_storage, redact, resolve_storage_url
 
 ProgressFn = Callable[[str], None]
+Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+# What the dashboard's charts call the objective (instead of "Objective 0").
+METRIC_NAME = "CV accuracy"
 
 
 def library_versions() -> dict[str, str]:
-    """Versions that decide what a trial computes, recorded on every trial."""
+    """Versions, and the device, that decide what a trial computes; recorded on every trial."""
     import keras
     import keras_tuner
     import sklearn
@@ -38,6 +45,7 @@ def library_versions() -> dict[str, str]:
         "optuna": optuna.__version__,
         "numpy": np.__version__,
         "scikit_learn": sklearn.__version__,
+        "device": detect().describe(),
     }
 
 
@@ -92,8 +100,11 @@ def open_study(
     """
     url = resolve_storage_url(storage)
     space = describe_space(hypermodel)
+    requested = spec.fidelity.precision
     expected: dict[str, Any] = {
         **spec.protocol(),
+        # `auto` is resolved here, once: the stored protocol keeps the policy it became.
+        "precision": resolve_precision(requested, detect()),
         "data_sha256": data_sha256,
         "space_fingerprint": space_fingerprint(space),
     }
@@ -119,6 +130,7 @@ def open_study(
         study.set_user_attr("study_file", str(spec.path))
         study.set_user_attr("versions", library_versions())
         study.set_user_attr("protocol", expected)
+        study.set_metric_names([METRIC_NAME])
         if spec.enqueue_seed:
             study.enqueue_trial(
                 seed_params(spec.fidelity.max_epochs), user_attrs={"baseline": "seed network"}
@@ -128,14 +140,23 @@ def open_study(
         stored = resumable_protocol(stored)
         for key, want in expected.items():
             have = stored.get(key)
+            if key == "precision" and requested == "auto":
+                continue  # whatever `auto` became when the study was created
             if have != want:
                 raise StudyMismatchError(
                     f"study '{spec.name}' in {redact(url)} was created from {origin} with "
                     f"{key}={have}, but {spec.path} and the data now give {key}={want}; restore "
                     "it, or give the study a new [study] name"
                 )
+        if study.metric_names is None:  # stored before the objective was named
+            study.set_metric_names([METRIC_NAME])
     study.sampler = make_sampler(spec, offset=len(study.trials), salt=salt)
     return study
+
+
+def study_precision(study: optuna.Study) -> str:
+    """The Keras dtype policy the study's trials were scored in (what `auto` resolved to)."""
+    return str(resumable_protocol(study.user_attrs.get("protocol") or {})["precision"])
 
 
 def _wait_for_protocol(study: optuna.Study, timeout: float = 30.0) -> dict[str, Any] | None:
@@ -156,6 +177,7 @@ def make_objective(
     *,
     spec: StudySpec,
     on_progress: ProgressFn | None = None,
+    artifacts: str | Path | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """The Optuna objective: mean validation accuracy over the study's folds.
 
@@ -163,8 +185,12 @@ def make_objective(
     accuracy after epoch `e` (a learning curve, steps 0..max_epochs-1); after fold `f`, step
     `max_epochs + f` is the mean accuracy of the folds done so far. Under the Wilcoxon pruner,
     step `f` is fold `f`'s accuracy instead, as that pruner expects.
+
+    A completed trial's per-epoch curves are attached to it as artifacts (`tuning.curves`) in
+    `artifacts` (default: `$TUNING_ARTIFACTS`, else storage/artifacts).
     """
     fid = spec.fidelity
+    store = artifact_store(artifacts)
     wilcoxon = spec.search.pruner == "wilcoxon"
     versions = library_versions()
 
@@ -210,8 +236,13 @@ def make_objective(
             trial.set_user_attr("fail_reason", str(exc))
             raise
         trial.set_user_attr("cv_std", result.std)
-        # Per-fold, per-epoch loss/accuracy curves; export draws the learning curves from them.
-        trial.set_user_attr("fold_histories", result.histories)
+        # Per-fold, per-epoch curves: a plot in the dashboard; export draws its own from them.
+        attach_curves(
+            trial,
+            result.histories,
+            store=store,
+            title=f"{trial.study.study_name}, trial #{trial.number}: CV accuracy {result.mean:.4f}",
+        )
         trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
         trial.set_user_attr("trial_seconds", round(time.perf_counter() - start, 2))
         trial.set_user_attr("param_count", result.param_count)
@@ -229,6 +260,79 @@ def load_training_data(
     return x[..., None], y, images.sha256
 
 
+@dataclass
+class StudyRun:
+    """A study opened for a run of trials: its data, storage, protocol and artifact folder have
+    been checked, and nothing has been trained yet."""
+
+    spec: StudySpec
+    study: optuna.Study
+    hypermodel: CNNHyperModel
+    x: np.ndarray
+    y: np.ndarray
+    artifacts: str | Path | None = None
+
+    def optimize(
+        self,
+        *,
+        n_trials: int | None = None,
+        timeout: float | None = None,
+        callbacks: list[Callback] | None = None,
+        on_progress: ProgressFn | None = None,
+    ) -> optuna.Study:
+        """Add up to `n_trials` trials within `timeout` seconds (both default to [budget])."""
+        spec = self.spec
+        objective = make_objective(
+            self.hypermodel,
+            self.x,
+            self.y,
+            spec=spec,
+            on_progress=on_progress,
+            artifacts=self.artifacts,
+        )
+        self.study.optimize(
+            objective,
+            n_trials=n_trials if n_trials is not None else spec.budget.trials,
+            timeout=timeout if timeout is not None else spec.budget.timeout,
+            catch=(TrainingDivergedError,),
+            callbacks=callbacks,
+            gc_after_trial=True,
+        )
+        return self.study
+
+
+def open_run(
+    spec: StudySpec,
+    *,
+    storage: str | None = None,
+    data: str | Path | None = None,
+    artifacts: str | Path | None = None,
+    salt: int = 0,
+) -> StudyRun:
+    """Load the data, then create or resume `spec`'s study and rewrite its dashboard note.
+
+    Everything a run needs is checked here, before any training, so a bad input fails at once.
+    Parallel workers pass distinct `salt`s so their samplers differ.
+
+    Raises:
+        DataError, StorageError, StudyMismatchError: bad data, storage or stored protocol.
+    """
+    x, y, sha = load_training_data(spec, data)
+    artifact_store(artifacts)  # an unwritable artifact folder fails now, not after a trial
+    max_epochs = spec.fidelity.max_epochs
+    study = open_study(
+        spec,
+        storage=storage,
+        data_sha256=sha,
+        hypermodel=CNNHyperModel(max_epochs=max_epochs),
+        salt=salt,
+    )
+    hypermodel = CNNHyperModel(max_epochs=max_epochs, precision=study_precision(study))
+    # The dashboard's study note: protocol, space, data hash, devices, export command.
+    write_study_note(study, device=detect().describe())
+    return StudyRun(spec, study, hypermodel, x, y, artifacts)
+
+
 def run_study(
     spec: StudySpec,
     *,
@@ -236,9 +340,10 @@ def run_study(
     data: str | Path | None = None,
     n_trials: int | None = None,
     timeout: float | None = None,
-    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+    callbacks: list[Callback] | None = None,
     on_progress: ProgressFn | None = None,
     salt: int = 0,
+    artifacts: str | Path | None = None,
 ) -> optuna.Study:
     """Create or resume `spec`'s study and add up to `n_trials` trials within `timeout` seconds.
 
@@ -246,18 +351,7 @@ def run_study(
     on. Ctrl-C fails the running trial and re-raises `KeyboardInterrupt`. Parallel workers pass
     distinct `salt`s so their samplers differ.
     """
-    x, y, sha = load_training_data(spec, data)
-    hypermodel = CNNHyperModel(
-        max_epochs=spec.fidelity.max_epochs, precision=spec.fidelity.precision
+    run = open_run(spec, storage=storage, data=data, artifacts=artifacts, salt=salt)
+    return run.optimize(
+        n_trials=n_trials, timeout=timeout, callbacks=callbacks, on_progress=on_progress
     )
-    study = open_study(spec, storage=storage, data_sha256=sha, hypermodel=hypermodel, salt=salt)
-    write_study_note(study)  # the dashboard's study note: protocol, space, data hash, export
-    study.optimize(
-        make_objective(hypermodel, x, y, spec=spec, on_progress=on_progress),
-        n_trials=n_trials if n_trials is not None else spec.budget.trials,
-        timeout=timeout if timeout is not None else spec.budget.timeout,
-        catch=(TrainingDivergedError,),
-        callbacks=callbacks,
-        gc_after_trial=True,
-    )
-    return study

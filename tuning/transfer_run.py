@@ -32,6 +32,7 @@ from tuning import report, transfer
 from tuning.artifacts import artifact_store, attach_files
 from tuning.cv import release_memory
 from tuning.data import file_sha256
+from tuning.device import detect
 from tuning.errors import StudyMismatchError
 from tuning.export import publish, staging_dir
 from tuning.imagefolder import ImageFolder, load_image_folder, resolve_data_dir
@@ -66,6 +67,9 @@ CONFUSION_FILE = "confusion_matrix.png"
 # Generic split names say nothing about a dataset; its parent folder ("greek") does.
 _SPLIT_NAMES = {"train", "training", "data", "images"}
 
+# What the dashboard's charts call the objective (instead of "Objective 0").
+METRIC_NAME = "CV log loss"
+
 
 @dataclass(frozen=True)
 class TransferResult:
@@ -92,9 +96,12 @@ def open_transfer_study(url: str, name: str, protocol: dict[str, Any]) -> tuple[
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
         study.set_user_attr("protocol", protocol)
+        study.set_metric_names([METRIC_NAME])
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(storage=storage, study_name=name)
+    if study.metric_names is None:  # stored before the objective was named
+        study.set_metric_names([METRIC_NAME])
     stored = study.user_attrs.get("protocol")
     if stored is None and not study.trials:
         # A run stopped between creating the study and recording its protocol.
@@ -268,6 +275,7 @@ def run_transfer(
                     "seconds": round(final_seconds, 1),
                     "fine_tune_rate_factor": transfer.FINE_TUNE_RATE,
                     "batch_size": transfer.BATCH_SIZE,
+                    "device": detect().describe(),
                 },
                 "sha256": {"model": file_sha256(model_path)},
                 "versions": library_versions(),

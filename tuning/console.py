@@ -1,0 +1,87 @@
+"""The user's terminal: the command's own lines only.
+
+TensorFlow's C++ logging, absl, oneDNN, Keras and Optuna all write to standard error, some of
+them (the C++ side) straight to file descriptor 2, where no Python setting reaches. So a command
+moves descriptor 2 to a log file and keeps the terminal for itself: progress bars, warnings it
+means to give and one-line errors go to `Console.err`, everything else to the log. The log is
+deleted when the command ends, unless it failed, so the details of a failure are kept.
+`verbose` (`--verbose`, `TUNING_LOG=debug`) leaves standard error alone: every library line shows.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+ENV_LOG = "TUNING_LOG"
+
+
+def verbose_from_env() -> bool:
+    """Whether `TUNING_LOG=debug` asks for every library log line."""
+    return os.environ.get(ENV_LOG, "").strip().lower() == "debug"
+
+
+class Console:
+    """Where a command's own output goes, and where library logs went instead."""
+
+    def __init__(self, err: TextIO, log_path: Path | None = None, terminal_fd: int | None = None):
+        self.err = err
+        self.log_path = log_path
+        self._terminal_fd = terminal_fd
+        self._keep_log = False
+
+    def error(self, message: str) -> None:
+        """`error: message` on a line of its own, whatever the message holds."""
+        self.err.write(f"error: {' '.join(message.split())}\n")
+        self.err.flush()
+
+    def warn(self, message: str) -> None:
+        self.err.write(f"warning: {' '.join(message.split())}\n")
+        self.err.flush()
+
+    def keep_log(self) -> None:
+        """Keep the library log after exit (the command failed; it holds the details)."""
+        self._keep_log = True
+
+    def detach(self) -> None:
+        """Give descriptor 2 back to the terminal and drop the log: the process is about to be
+        replaced (exec), and the next one opens its own."""
+        if self._terminal_fd is not None:
+            sys.stderr.flush()
+            os.dup2(self._terminal_fd, 2)
+        self._remove_log()
+
+    def _remove_log(self) -> None:
+        if self.log_path is not None and not self._keep_log:
+            self.log_path.unlink(missing_ok=True)
+
+
+def _redirectable() -> bool:
+    # Only a real process's descriptor 2; under a test's captured sys.stderr, write to that.
+    try:
+        return sys.stderr.fileno() == 2
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def open_console(*, verbose: bool) -> Console:
+    """Set up this process's terminal: quiet (library lines to a log file) unless `verbose`."""
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return Console(sys.stderr)
+    if not _redirectable():
+        return Console(sys.stderr)
+    sys.stderr.flush()
+    fd, name = tempfile.mkstemp(prefix="tuning-", suffix=".log")
+    terminal = os.dup(2)
+    os.dup2(fd, 2)
+    os.close(fd)
+    # Python's own warnings and logging write to sys.stderr, which now ends in the log too.
+    err = os.fdopen(terminal, "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    console = Console(err, Path(name), terminal)
+    atexit.register(console._remove_log)
+    return console

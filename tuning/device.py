@@ -1,0 +1,109 @@
+"""Where training runs: GPU memory growth, the device's name, and the precision `auto` picks.
+
+The choices are pure functions of what the machine reports (GPU compute capabilities, CPU flags),
+so they are tested on any machine; `detect()` asks TensorFlow and the OS once per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+from dataclasses import dataclass
+
+# Tensor cores arrived with compute capability 7.0 (Volta); float16 is only fast with them.
+TENSOR_CORE_CAPABILITY = (7, 0)
+# CPU flags (/proc/cpuinfo) under which oneDNN runs bfloat16 matrix maths natively.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU as TensorFlow sees it."""
+
+    name: str
+    compute_capability: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class Device:
+    """The hardware a process trains on: its GPUs (none: the CPU) and the CPU itself."""
+
+    gpus: tuple[Gpu, ...]
+    cpu_model: str
+    cpu_cores: int
+    cpu_flags: frozenset[str]
+
+    def describe(self) -> str:
+        """'GPU: NVIDIA H100 80GB HBM3 x1' or 'CPU: Intel(R) Xeon(R) ..., 2 cores'."""
+        if self.gpus:
+            names = sorted({gpu.name for gpu in self.gpus})
+            return f"GPU: {' + '.join(names)} x{len(self.gpus)}"
+        return f"CPU: {self.cpu_model}, {self.cpu_cores} cores"
+
+
+def resolve_precision(requested: str, device: Device) -> str:
+    """The Keras dtype policy for `requested`; `auto` picks by hardware.
+
+    `auto` gives `mixed_float16` on GPUs with tensor cores, `mixed_bfloat16` on CPUs with
+    AVX512-BF16 or AMX, and `float32` elsewhere. Any other value is returned unchanged.
+    """
+    if requested != "auto":
+        return requested
+    if device.gpus:
+        capabilities = [gpu.compute_capability for gpu in device.gpus]
+        if all(c is not None and c >= TENSOR_CORE_CAPABILITY for c in capabilities):
+            return "mixed_float16"
+        return "float32"
+    if device.cpu_flags & set(BF16_CPU_FLAGS):
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def _cpu_info() -> tuple[str, frozenset[str]]:
+    model, flags = platform.processor() or platform.machine(), frozenset[str]()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model in ("", platform.machine()):
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    flags = frozenset(value.split())
+    except OSError:  # not Linux: the model from `platform` is all there is
+        pass
+    return model or "unknown CPU", flags
+
+
+def configure_gpus() -> None:
+    """Let every visible GPU's memory grow as needed instead of reserving it all at start-up,
+    so two workers can share one GPU. Must run before TensorFlow uses a GPU; later it is a no-op.
+    """
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        # Once a GPU is initialised its memory setting can no longer change: nothing to do.
+        with contextlib.suppress(RuntimeError):
+            tf.config.experimental.set_memory_growth(gpu, True)
+
+
+@functools.cache
+def detect() -> Device:
+    """This process's device (GPUs as TensorFlow sees them, honouring CUDA_VISIBLE_DEVICES)."""
+    import tensorflow as tf
+
+    configure_gpus()
+    gpus = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        capability = details.get("compute_capability")
+        gpus.append(
+            Gpu(
+                name=str(details.get("device_name", gpu.name)),
+                compute_capability=tuple(capability) if capability else None,
+            )
+        )
+    model, flags = _cpu_info()
+    return Device(gpus=tuple(gpus), cpu_model=model, cpu_cores=os.cpu_count() or 1, cpu_flags=flags)
