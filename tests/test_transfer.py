@@ -21,6 +21,7 @@ from tuning.artifacts import DASHBOARD_TRIAL_ARTIFACT_PREFIX
 from tuning.cli import main
 from tuning.cv import release_memory
 from tuning.data import file_sha256
+from tuning.device import detect
 from tuning.errors import ModelError, StudyMismatchError
 from tuning.imagefolder import load_image_folder
 from tuning.modelfile import CARD_FILE, load_model_file
@@ -217,6 +218,8 @@ def test_transfer_end_to_end_publishes_a_model_that_names_letters(
     assert len(study.trials) == 2 and study.trials[0].user_attrs["baseline"]
     assert study.best_trial.number == card["tuning"]["best_trial"]
     assert study.user_attrs["protocol"]["classes"] == ["alpha", "beta", "gamma"]
+    assert study.metric_names == ["CV log loss"]  # the dashboard's charts say what is minimised
+    assert card["training"]["device"] == detect().describe()
     from optuna_dashboard import get_note
 
     note = get_note(study)

@@ -386,6 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TuningError as exc:
         console.error(str(exc))
         return exc.exit_status
+    except KeyboardInterrupt:  # before a command's own handler, e.g. while loading data
+        console.err.write("\nInterrupted: nothing was changed.\n")
+        return 130
     except Exception as exc:
         # A failure during work, not a bad input: one line here, the traceback in the log.
         logging.getLogger("tuning").exception("tuning %s failed", args.command)

@@ -76,12 +76,16 @@ def open_console(*, verbose: bool) -> Console:
     if not _redirectable():
         return Console(sys.stderr)
     sys.stderr.flush()
-    fd, name = tempfile.mkstemp(prefix="tuning-", suffix=".log")
+    try:
+        fd, name = tempfile.mkstemp(prefix="tuning-", suffix=".log")
+        log: Path | None = Path(name)
+    except OSError:  # no writable temp folder: the library lines are dropped instead
+        fd, log = os.open(os.devnull, os.O_WRONLY), None
     terminal = os.dup(2)
     os.dup2(fd, 2)
     os.close(fd)
     # Python's own warnings and logging write to sys.stderr, which now ends in the log too.
     err = os.fdopen(terminal, "w", buffering=1, encoding="utf-8", errors="backslashreplace")
-    console = Console(err, Path(name), terminal)
+    console = Console(err, log, terminal)
     atexit.register(console._remove_log)
     return console

@@ -197,6 +197,7 @@ def export_study(
     out_dir = Path(out) if out is not None else default_out_dir(spec.name)
     train = load_mnist(data, split="train")
     check_compatible(study, spec, train.sha256)
+    store = artifact_store(artifacts)  # an unwritable artifact folder fails before training
     staging = staging_dir(out_dir)
     try:
         say(
@@ -225,7 +226,6 @@ def export_study(
         model.export(str(staging / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
         param_count = int(model.count_params())
 
-        store = artifact_store(artifacts)
         title = f"{spec.name}, trial #{best.number}"
         groups = {f"best #{best.number}": list(best.user_attrs.get("fold_accuracies", []))}
         baseline = _baseline_folds(study, best)
