@@ -392,9 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # A failure during work, not a bad input: one line here, the traceback in the log.
         logging.getLogger("tuning").exception("tuning %s failed", args.command)
-        where = f"details in {console.log_path}" if console.log_path else "traceback above"
+        log = console.save_log()
+        where = f"details in {log}" if log else "traceback above"
         first = (str(exc).strip().splitlines() or [""])[0]
-        console.keep_log()
         console.error(f"{type(exc).__name__}: {first} ({where})")
         return 1
 

@@ -3,14 +3,14 @@
 TensorFlow's C++ logging, absl, oneDNN, Keras and Optuna all write to standard error, some of
 them (the C++ side) straight to file descriptor 2, where no Python setting reaches. So a command
 moves descriptor 2 to a log file and keeps the terminal for itself: progress bars, warnings it
-means to give and one-line errors go to `Console.err`, everything else to the log. The log is
-deleted when the command ends, unless it failed, so the details of a failure are kept.
+means to give and one-line errors go to `Console.err`, everything else to the log. The log has no
+name (it is unlinked as soon as it is opened), so nothing is left behind however the process
+ends; a command that fails saves it to a file the error message names.
 `verbose` (`--verbose`, `TUNING_LOG=debug`) leaves standard error alone: every library line shows.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
 import tempfile
@@ -28,11 +28,9 @@ def verbose_from_env() -> bool:
 class Console:
     """Where a command's own output goes, and where library logs went instead."""
 
-    def __init__(self, err: TextIO, log_path: Path | None = None, terminal_fd: int | None = None):
+    def __init__(self, err: TextIO, terminal_fd: int | None = None):
         self.err = err
-        self.log_path = log_path
-        self._terminal_fd = terminal_fd
-        self._keep_log = False
+        self._terminal_fd = terminal_fd  # None: standard error was left alone
 
     def error(self, message: str) -> None:
         """`error: message` on a line of its own, whatever the message holds."""
@@ -43,21 +41,29 @@ class Console:
         self.err.write(f"warning: {' '.join(message.split())}\n")
         self.err.flush()
 
-    def keep_log(self) -> None:
-        """Keep the library log after exit (the command failed; it holds the details)."""
-        self._keep_log = True
+    def save_log(self) -> Path | None:
+        """Copy the library log so far to a file that outlives the process (the command failed,
+        and the log holds the details); None when there is no log (verbose, or under a test)."""
+        if self._terminal_fd is None:
+            return None
+        sys.stderr.flush()
+        try:
+            fd, name = tempfile.mkstemp(prefix="tuning-", suffix=".log")
+            with os.fdopen(fd, "wb") as saved:
+                offset = 0
+                while chunk := os.pread(2, 1 << 20, offset):
+                    saved.write(chunk)
+                    offset += len(chunk)
+        except OSError:  # /dev/null (no temp folder) cannot be read back: no log to give
+            return None
+        return Path(name)
 
     def detach(self) -> None:
-        """Give descriptor 2 back to the terminal and drop the log: the process is about to be
-        replaced (exec), and the next one opens its own."""
+        """Give descriptor 2 back to the terminal: the process is about to be replaced (exec),
+        and the next one opens a log of its own."""
         if self._terminal_fd is not None:
             sys.stderr.flush()
             os.dup2(self._terminal_fd, 2)
-        self._remove_log()
-
-    def _remove_log(self) -> None:
-        if self.log_path is not None and not self._keep_log:
-            self.log_path.unlink(missing_ok=True)
 
 
 def _redirectable() -> bool:
@@ -77,15 +83,13 @@ def open_console(*, verbose: bool) -> Console:
         return Console(sys.stderr)
     sys.stderr.flush()
     try:
-        fd, name = tempfile.mkstemp(prefix="tuning-", suffix=".log")
-        log: Path | None = Path(name)
+        fd, name = tempfile.mkstemp(prefix="tuning-", suffix=".log")  # opened for read and write
+        os.unlink(name)
     except OSError:  # no writable temp folder: the library lines are dropped instead
-        fd, log = os.open(os.devnull, os.O_WRONLY), None
+        fd = os.open(os.devnull, os.O_WRONLY)
     terminal = os.dup(2)
     os.dup2(fd, 2)
     os.close(fd)
     # Python's own warnings and logging write to sys.stderr, which now ends in the log too.
     err = os.fdopen(terminal, "w", buffering=1, encoding="utf-8", errors="backslashreplace")
-    console = Console(err, log, terminal)
-    atexit.register(console._remove_log)
-    return console
+    return Console(err, terminal)
