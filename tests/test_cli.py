@@ -189,10 +189,10 @@ def test_a_nan_trial_fails_and_the_study_continues_end_to_end(
 def test_a_long_run_continues_in_fresh_processes_and_keeps_its_budget(
     mnist_npz: Path, storage_url: str, tmp_path: Path
 ) -> None:
-    """With one trial per process the run re-executes itself twice and still runs 3 trials."""
+    """With two trials per process the run re-executes itself once and still runs 3 trials."""
     logs = tmp_path / "tmp"
     logs.mkdir()
-    env = {"TUNING_TRIALS_PER_PROCESS": "1", "TMPDIR": str(logs), "TF_CPP_MIN_LOG_LEVEL": "0"}
+    env = {"TUNING_TRIALS_PER_PROCESS": "2", "TMPDIR": str(logs), "TF_CPP_MIN_LOG_LEVEL": "0"}
     argv = smoke_study(storage_url, mnist_npz)
     argv.remove("--no-progress")
     result = tuning(*argv, env={**os.environ, **env})
