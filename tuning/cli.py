@@ -11,8 +11,12 @@ import time
 import typing
 from collections.abc import Callable, Sequence
 
-# Before TensorFlow is imported anywhere: keep its C++ start-up chatter out of the user's terminal.
+# Before TensorFlow is imported anywhere: keep its C++ start-up chatter out of the user's terminal,
+# and let GPU memory grow as needed, so two workers can share a GPU. The variable, unlike
+# tuning.device.configure_gpus, holds however early a model is built (the study's space
+# description builds some before a trial asks for the device) and in re-executed processes.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 from tuning.console import Console, open_console, verbose_from_env
 from tuning.errors import TuningError

@@ -79,7 +79,8 @@ def _cpu_info() -> tuple[str, frozenset[str]]:
 
 def configure_gpus() -> None:
     """Let every visible GPU's memory grow as needed instead of reserving it all at start-up,
-    so two workers can share one GPU. Must run before TensorFlow uses a GPU; later it is a no-op.
+    so two workers can share one GPU. Must run before TensorFlow uses a GPU; later it is a no-op
+    (the `tuning` command sets TF_FORCE_GPU_ALLOW_GROWTH, which does the same from the start).
     """
     import tensorflow as tf
 
