@@ -25,20 +25,6 @@ Command = Callable[[argparse.Namespace], int]
 STORAGE_HELP = "database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
 
 
-def _quiet_libraries(verbose: bool = False) -> None:
-    import warnings
-
-    import optuna
-
-    if verbose:
-        optuna.logging.set_verbosity(optuna.logging.INFO)
-        return
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Heartbeats and grouped TPE are marked experimental; the warnings say nothing actionable.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    logging.getLogger("absl").setLevel(logging.ERROR)
-
-
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line, like every other error."""
 
@@ -104,7 +90,6 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
     timeout = args.timeout or spec.budget.timeout
     start = time.monotonic() if args.started_at is None else args.started_at
     storage = resolve_storage_url(args.storage)
-    _quiet_libraries(args.verbose)
     batch = min(n_trials - args.done_trials, trials_per_process())
     # Data, storage, stored protocol and artifact folder are checked before the bar is drawn.
     run = open_run(spec, storage=storage, data=args.data, salt=worker_salt() if worker else 0)
@@ -126,9 +111,9 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
         )
     except KeyboardInterrupt:
         progress.close()
-        console.err.write(
+        console.say(
             f"\nInterrupted: the running trial was marked FAIL; every finished trial is kept in "
-            f"{redact(storage)}. Run the same command again to resume.\n"
+            f"{redact(storage)}. Run the same command again to resume."
         )
         return 130
     finally:
@@ -155,7 +140,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from tuning.dashboard import Dashboard, no_login_warning
 
     console: Console = args.console
-    _quiet_libraries(args.verbose)
     warning = no_login_warning(args.host, args.port)
     if warning:
         console.warn(warning)
@@ -164,7 +148,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     try:
         dashboard.serve_forever()
     except KeyboardInterrupt:
-        console.err.write("\nDashboard stopped.\n")
+        console.say("\nDashboard stopped.")
     finally:
         dashboard.close()
     return 0
@@ -177,13 +161,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     console: Console = args.console
     spec = load_spec(args.study_file)
-    _quiet_libraries(args.verbose)
-
-    def log(message: str) -> None:
-        console.err.write(message + "\n")
 
     def on_epoch(epoch: int, epochs: int, logs: dict[str, float]) -> None:
-        log(
+        console.say(
             f"  epoch {epoch}/{epochs}: loss {logs.get('loss', float('nan')):.4f}, "
             f"accuracy {logs.get('accuracy', float('nan')):.4f}"
         )
@@ -195,11 +175,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             data=args.data,
             out=args.out,
             epochs=args.epochs,
-            log=log,
+            log=console.say,
             on_epoch=on_epoch,
         )
     except KeyboardInterrupt:
-        log("\nInterrupted: nothing was written; any previous export is unchanged.")
+        console.say("\nInterrupted: nothing was written; any previous export is unchanged.")
         return 130
     card = result.card
     print(
@@ -218,7 +198,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from tuning.predict import format_predictions, predict_images
 
-    _quiet_libraries(args.verbose)
     predictions = predict_images(args.model, args.images)
     if args.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
@@ -236,10 +215,6 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from tuning.transfer_search import Search
 
     console: Console = args.console
-    _quiet_libraries(args.verbose)
-
-    def log(message: str) -> None:
-        console.err.write(message + "\n")
 
     classes = parse_classes(args.classes)
     # The command recorded in the note and config, with the data folder $TUNING_GREEK gave.
@@ -258,11 +233,11 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             search=Search(trials=args.trials, outer_folds=args.folds),
             seed=args.seed,
             command=command,
-            log=log,
+            log=console.say,
             on_data=lambda data: _warn_skipped(console, skipped_warning(data.skipped)),
         )
     except KeyboardInterrupt:
-        log("\nInterrupted: nothing was written; finished trials stay in the study.")
+        console.say("\nInterrupted: nothing was written; finished trials stay in the study.")
         return 130
     card = result.card
     cv = card["cv"]
@@ -391,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.error(str(exc))
         return exc.exit_status
     except KeyboardInterrupt:  # before a command's own handler, e.g. while loading data
-        console.err.write("\nInterrupted: nothing was changed.\n")
+        console.say("\nInterrupted: nothing was changed.")
         return 130
     except Exception as exc:
         # A failure during work, not a bad input: one line here, the traceback in the log.

@@ -11,9 +11,11 @@ ends; a command that fails saves it to a file the error message names.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TextIO
 
@@ -32,14 +34,18 @@ class Console:
         self.err = err
         self._terminal_fd = terminal_fd  # None: standard error was left alone
 
-    def error(self, message: str) -> None:
-        """`error: message` on a line of its own, whatever the message holds."""
-        self.err.write(f"error: {' '.join(message.split())}\n")
+    def say(self, message: str) -> None:
+        """A line of the command's own (progress, notices) on the terminal's standard error."""
+        self.err.write(message + "\n")
         self.err.flush()
 
+    def error(self, message: str) -> None:
+        """`error: message` on a line of its own, whatever the message holds."""
+        self.say(f"error: {' '.join(message.split())}")
+
     def warn(self, message: str) -> None:
-        self.err.write(f"warning: {' '.join(message.split())}\n")
-        self.err.flush()
+        """`warning: message` on a line of its own."""
+        self.say(f"warning: {' '.join(message.split())}")
 
     def save_log(self) -> Path | None:
         """Copy the library log so far to a file that outlives the process (the command failed,
@@ -74,12 +80,23 @@ def _redirectable() -> bool:
         return False
 
 
-def open_console(*, verbose: bool) -> Console:
-    """Set up this process's terminal: quiet (library lines to a log file) unless `verbose`."""
+def _library_verbosity(verbose: bool) -> None:
+    import optuna
+
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
-        return Console(sys.stderr)
-    if not _redirectable():
+        optuna.logging.set_verbosity(optuna.logging.INFO)
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Heartbeats and grouped TPE are marked experimental; the warnings say nothing actionable.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def open_console(*, verbose: bool) -> Console:
+    """Set up this process's terminal: quiet (library lines to a log file) unless `verbose`."""
+    _library_verbosity(verbose)
+    if verbose or not _redirectable():
         return Console(sys.stderr)
     sys.stderr.flush()
     try:

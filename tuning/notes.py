@@ -161,10 +161,9 @@ def write_study_note(
     # Imported here: optuna-dashboard pulls in its web framework, which trials never need.
     from optuna_dashboard import get_note, save_note
 
-    if body is None:
-        devices = trial_devices(study, device)
-        body = study_note(study.study_name, study.user_attrs, devices)
     text = body
+    if text is None:
+        text = study_note(study.study_name, study.user_attrs, trial_devices(study, device))
     # Re-saving an identical note would only bump its version; skip the write instead.
     if get_note(study) != text:
         save_note(study, text)

@@ -130,7 +130,6 @@ def open_study(
         study.set_user_attr("study_file", str(spec.path))
         study.set_user_attr("versions", library_versions())
         study.set_user_attr("protocol", expected)
-        study.set_metric_names([METRIC_NAME])
         if spec.enqueue_seed:
             study.enqueue_trial(
                 seed_params(spec.fidelity.max_epochs), user_attrs={"baseline": "seed network"}
@@ -148,8 +147,8 @@ def open_study(
                     f"{key}={have}, but {spec.path} and the data now give {key}={want}; restore "
                     "it, or give the study a new [study] name"
                 )
-        if study.metric_names is None:  # stored before the objective was named
-            study.set_metric_names([METRIC_NAME])
+    if study.metric_names is None:  # a new study, or one stored before the objective was named
+        study.set_metric_names([METRIC_NAME])
     study.sampler = make_sampler(spec, offset=len(study.trials), salt=salt)
     return study
 
