@@ -104,16 +104,23 @@ def save_digit_model(
 ) -> Path:
     """Train configuration `params` on the digits of `mnist_npz` and save it in `folder` as an
     export would: `model.keras` and a card with class names, the model's sha256 and `card`."""
-    from tuning.config import ExportSettings
+    import keras
+    import optuna
+
     from tuning.cv import release_memory
     from tuning.data import file_sha256
+    from tuning.hp import OptunaHyperParameters
     from tuning.modelfile import CARD_FILE
-    from tuning.retrain import retrain
+    from tuning.space import CNNHyperModel
 
     with np.load(mnist_npz) as data:
         x, y = data["x_train"], data["y_train"]
-    trained = retrain(params, x[..., None], y, settings=ExportSettings(epochs=epochs), seed=0)
-    trained.model.save(folder / "model.keras")
+    keras.utils.set_random_seed(0)
+    hypermodel = CNNHyperModel(max_epochs=max(epochs, int(params.get("epochs", 1))))
+    hp = OptunaHyperParameters(optuna.trial.FixedTrial({**params, "epochs": epochs}))  # type: ignore[arg-type]
+    model = hypermodel.build(hp)
+    hypermodel.fit(hp, model, x[..., None], y, seed=0)
+    model.save(folder / "model.keras")
     release_memory()
     card = {
         "class_names": [str(d) for d in range(10)],

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import keras
@@ -9,7 +10,14 @@ import optuna
 import pytest
 
 from tuning.hp import OptunaHyperParameters
-from tuning.space import CNNHyperModel, describe_space, seed_params, space_fingerprint
+from tuning.recipe import Recipe, train
+from tuning.space import (
+    CNNHyperModel,
+    describe_space,
+    epoch_range,
+    seed_params,
+    space_fingerprint,
+)
 
 
 def architecture(model: keras.Model) -> list[str]:
@@ -28,31 +36,67 @@ def architecture(model: keras.Model) -> list[str]:
 SEED_ARCHITECTURE = ["Conv32", "Pool", "Conv64", "Conv64", "Pool", "Dense100", "Dense10"]
 
 
-def test_kerastuner_defaults_are_the_seed_network() -> None:
-    hypermodel = CNNHyperModel(max_epochs=10)
+# The recipe `tuning export` used before recipes were tuned: the seed network's baseline.
+SEED_RECIPE = Recipe(
+    epochs=15,
+    batch_size=32,
+    optimizer="adam",
+    learning_rate=1e-3,
+    schedule="cosine",
+    weight_decay=0.0,
+    label_smoothing=0.0,
+    rotation=10,
+    shift=0.1,
+    zoom=0.1,
+)
+
+
+def test_kerastuner_defaults_are_the_seed_network_and_its_export_recipe() -> None:
+    hypermodel = CNNHyperModel(max_epochs=15)
     hp = kt.HyperParameters()
     model = hypermodel.build(hp)
     assert architecture(model) == SEED_ARCHITECTURE
     assert isinstance(model.optimizer, keras.optimizers.Adam)
-    assert hypermodel.fit_options(hp) == {"batch_size": 32, "epochs": 10}
-    assert {k: hp.values[k] for k in seed_params(10)} == seed_params(10)
+    assert hypermodel.recipe(hp) == SEED_RECIPE
+    assert {k: hp.values[k] for k in seed_params(15)} == seed_params(15)
 
 
-def test_enqueued_seed_builds_the_same_network_under_optuna() -> None:
+def test_enqueued_seed_builds_the_same_network_and_recipe_under_optuna() -> None:
     study = optuna.create_study()
-    study.enqueue_trial(seed_params(10))
+    study.enqueue_trial(seed_params(15))
     hp = OptunaHyperParameters(study.ask())
-    hypermodel = CNNHyperModel(max_epochs=10)
+    hypermodel = CNNHyperModel(max_epochs=15)
     model = hypermodel.build(hp)
     assert architecture(model) == SEED_ARCHITECTURE
     assert model.count_params() == hypermodel.build(kt.HyperParameters()).count_params()
-    assert hypermodel.fit_options(hp) == {"batch_size": 32, "epochs": 10}
+    assert hypermodel.recipe(hp) == SEED_RECIPE
     assert model.input_shape == (None, 28, 28, 1) and model.layers[-1].name == "classifier"
 
 
 def test_seed_epochs_are_capped_by_the_study_fidelity() -> None:
     assert seed_params(1)["epochs"] == 1
-    assert CNNHyperModel(max_epochs=1).fit_options(kt.HyperParameters())["epochs"] == 1
+    assert CNNHyperModel(max_epochs=1).recipe(kt.HyperParameters()).epochs == 1
+    assert epoch_range(15) == (5, 15) and epoch_range(60) == (15, 60)  # the seed stays inside
+
+
+def test_every_sampled_configuration_builds() -> None:
+    """Nothing in the space is impossible to build: random draws, plus every corner that
+    shrinks the feature map most (3 strided or pooled blocks of 5x5 kernels)."""
+    hypermodel = CNNHyperModel(max_epochs=15)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    corners = {"conv_blocks": 3, "kernel_size": 5, "convs_0": 2, "convs_1": 2, "convs_2": 2}
+    for downsample in ("maxpool", "strided"):
+        for head in ("flatten", "gap"):
+            study.enqueue_trial({**corners, "downsample": downsample, "head": head})
+    x = np.zeros((2, 28, 28, 1), dtype="float32")
+    for _ in range(24):
+        trial = study.ask()
+        hp = OptunaHyperParameters(trial)
+        model = hypermodel.build(hp)
+        assert model(x).shape == (2, 10), trial.params
+        hypermodel.recipe(hp)  # a valid Recipe, or ValueError
+        keras.backend.clear_session()
+        study.tell(trial, 0.0)
 
 
 def test_describe_space_finds_conditional_parameters_and_fingerprints_them() -> None:
@@ -60,6 +104,8 @@ def test_describe_space_finds_conditional_parameters_and_fingerprints_them() -> 
     names = {d["name"] for d in description}
     required = {"conv_blocks", "filters_0", "convs_0", "kernel_size", "batch_norm", "dropout"}
     required |= {"dense_units", "optimizer", "learning_rate", "batch_size", "epochs"}
+    required |= {"downsample", "head", "block_dropout"}  # network
+    required |= {"schedule", "weight_decay", "label_smoothing", "rotation", "shift", "zoom"}
     assert required <= names
     assert {"filters_2", "convs_2"} <= names  # only reached when conv_blocks == 3
     lr = next(d for d in description if d["name"] == "learning_rate")
@@ -96,7 +142,7 @@ def test_mixed_bfloat16_precision_builds_bfloat16_layers_and_a_float32_output() 
     assert model.get_layer("classifier").compute_dtype == "float32"
     assert architecture(model) == SEED_ARCHITECTURE  # same network, same hyperparameters
     x = np.random.default_rng(0).integers(0, 255, (64, 28, 28, 1)).astype("uint8")
-    history = model.fit(x, np.arange(64) % 10, epochs=1, batch_size=32, verbose=0)
+    history = train(model, dataclasses.replace(SEED_RECIPE, epochs=1), x, np.arange(64) % 10)
     assert np.isfinite(history.history["loss"][-1])
 
 

@@ -13,15 +13,17 @@ from optuna.trial import TrialState
 
 from tests.conftest import SMOKE
 from tuning.artifacts import artifact_store
-from tuning.config import StudySpec, load_spec
+from tuning.config import Rung, StudySpec, load_spec
 from tuning.curves import CURVES_JSON, CURVES_PNG, read_curves
 from tuning.data import file_sha256
 from tuning.device import detect, resolve_precision
 from tuning.errors import StudyMismatchError, TrainingDivergedError
+from tuning.objective import RungData, make_objective
+from tuning.rungs import RUNGS_ATTR
 from tuning.space import CNNHyperModel, seed_params
 from tuning.study import (
     METRIC_NAME,
-    make_objective,
+    library_versions,
     open_run,
     open_study,
     run_study,
@@ -45,7 +47,10 @@ def open_smoke(storage_url: str, spec: StudySpec | None = None, sha: str = SHA) 
 def test_new_study_records_its_protocol_and_starts_with_the_seed_network(storage_url: str) -> None:
     study = open_smoke(storage_url)
     protocol = study.user_attrs["protocol"]
-    assert protocol["folds"] == 2 and protocol["subset"] == 2000 and protocol["data_sha256"] == SHA
+    assert protocol["protocol_version"] == 2 and protocol["data_sha256"] == SHA
+    assert protocol["rungs"] == [
+        {"subset": 2000, "folds": 2, "run_folds": None, "epoch_scale": 1.0}
+    ]
     assert len(protocol["space_fingerprint"]) == 16
     assert any(p["name"] == "filters_2" for p in study.user_attrs["space"])
     assert study.metric_names == [METRIC_NAME] == ["CV accuracy"]  # not "Objective 0"
@@ -69,8 +74,9 @@ def test_running_again_resumes_the_same_study(storage_url: str) -> None:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"folds": 3}, "folds=2"),
-        ({"subset": 1000}, "subset=2000"),
+        ({"folds": 3}, "'folds': 2"),
+        ({"subset": 1000}, "'subset': 2000"),
+        ({"subset": 0, "rungs": (Rung(2000, 2, 1),)}, "'run_folds': None"),
         ({"max_epochs": 2}, "max_epochs=1"),
         ({"precision": "mixed_bfloat16"}, "precision=float32"),
     ],
@@ -87,16 +93,22 @@ def test_changed_protocol_is_refused_and_nothing_is_lost(
     assert len(optuna.load_study(study_name="smoke", storage=storage_url).trials) == 1
 
 
-def test_a_study_stored_before_the_precision_option_resumes_as_float32(storage_url: str) -> None:
+def test_a_study_stored_before_rungs_and_tuned_recipes_is_refused_with_what_to_do(
+    storage_url: str,
+) -> None:
     study = open_smoke(storage_url)
-    protocol = dict(study.user_attrs["protocol"])
-    del protocol["precision"]  # what studies created before [fidelity] precision existed hold
-    study.set_user_attr("protocol", protocol)
-    assert open_smoke(storage_url)._study_id == study._study_id
-    with pytest.raises(
-        StudyMismatchError, match="precision=float32, but .*precision=mixed_bfloat16"
-    ):
-        open_smoke(storage_url, spec_with(precision="mixed_bfloat16"))
+    study.tell(study.ask(), 0.97)
+    # What a study stored by the previous tuning holds: one fidelity, no protocol version.
+    old = {"subset": 2000, "folds": 2, "max_epochs": 1, "seed": 42, "data_sha256": SHA}
+    study.set_user_attr("protocol", {**old, "space_fingerprint": "0123456789abcdef"})
+    with pytest.raises(StudyMismatchError) as info:
+        open_smoke(storage_url)
+    message = str(info.value)
+    assert "\n" not in message and "was stored by an earlier tuning (protocol 1" in message
+    assert "give" in message and "a new [study] name" in message
+    assert [t.value for t in optuna.load_study(study_name="smoke", storage=storage_url).trials] == [
+        0.97
+    ]
 
 
 def test_changed_data_or_search_space_is_refused(storage_url: str) -> None:
@@ -105,8 +117,9 @@ def test_changed_data_or_search_space_is_refused(storage_url: str) -> None:
         open_smoke(storage_url, sha="b" * 64)
 
     class WiderSpace(CNNHyperModel):
-        def fit_options(self, hp: Any) -> dict[str, int]:
-            return {"batch_size": hp.Choice("batch_size", [16, 32]), "epochs": 1}
+        def recipe(self, hp: Any) -> Any:
+            hp.Choice("momentum", [0.9, 0.99])
+            return super().recipe(hp)
 
     spec = load_spec(SMOKE)
     with pytest.raises(StudyMismatchError, match="space_fingerprint"):
@@ -129,14 +142,14 @@ def test_a_resumed_run_does_not_replay_the_first_runs_random_draws(storage_url: 
 
 
 class TinyHyperModel(CNNHyperModel):
-    """A 7,850-weight net with the same hp calls for training knobs; trains in a blink."""
+    """A 7,850-weight net trained by the space's recipe hyperparameters; trains in a blink."""
 
     def __init__(self, *, scale: float = 1 / 255, max_epochs: int = 2) -> None:
         super().__init__(max_epochs=max_epochs)
         self.scale = scale
 
-    def build(self, hp: Any) -> keras.Model:
-        model = keras.Sequential(
+    def _make_model(self, hp: Any) -> keras.Model:
+        return keras.Sequential(
             [
                 keras.Input((28, 28, 1)),
                 keras.layers.Rescaling(self.scale),
@@ -144,12 +157,10 @@ class TinyHyperModel(CNNHyperModel):
                 keras.layers.Dense(10, activation="softmax"),
             ]
         )
-        model.compile(
-            keras.optimizers.Adam(hp.Float("learning_rate", 1e-3, 1e-2, sampling="log")),
-            "sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        return model
+
+
+TINY_RECIPE = {"learning_rate": 5e-3, "batch_size": 32, "epochs": 2, "rotation": 0}
+TWO_RUNGS = (Rung(200, 2, run_folds=1, epoch_scale=0.5), Rung(200, 2))
 
 
 def tiny_data(n: int = 200) -> tuple[np.ndarray, np.ndarray]:
@@ -159,31 +170,39 @@ def tiny_data(n: int = 200) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def test_objective_reports_without_step_collisions_and_records_fold_attributes() -> None:
-    spec = spec_with(folds=3, max_epochs=2)
-    study = optuna.create_study(direction="maximize")
-    study.enqueue_trial({"learning_rate": 5e-3, "batch_size": 32, "epochs": 2})
+def tiny_objective(spec: StudySpec, hypermodel: CNNHyperModel | None = None) -> Any:
     x, y = tiny_data()
-    study.optimize(make_objective(TinyHyperModel(), x, y, spec=spec), n_trials=1)
+    data = [RungData(rung, x, y) for rung in spec.fidelity.ladder]
+    return make_objective(
+        hypermodel or TinyHyperModel(), data, spec=spec, versions=library_versions()
+    )
+
+
+def test_a_trial_climbs_the_rungs_reporting_each_at_its_own_step() -> None:
+    spec = spec_with(rungs=TWO_RUNGS, max_epochs=2)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    study.enqueue_trial(TINY_RECIPE)
+    study.optimize(tiny_objective(spec), n_trials=1)
     trial = study.trials[0]
     assert trial.state == TrialState.COMPLETE
-    # Fold 0's learning curve at steps 0-1, then the running CV mean after folds 1 and 2.
-    assert sorted(trial.intermediate_values) == [0, 1, 2, 3]
+    # Rung 0 at step 1, rung 1 at step 3: the steps of successive halving with factor 3.
+    assert sorted(trial.intermediate_values) == [1, 3]
+    lower, upper = trial.user_attrs[RUNGS_ATTR]
+    assert (len(lower["folds"]), lower["epochs"]) == (1, 1)  # one fold, half the epochs
+    assert (len(upper["folds"]), upper["epochs"]) == (2, 2)
+    assert trial.intermediate_values[1] == pytest.approx(lower["mean"])
+    assert trial.value == pytest.approx(upper["mean"]) == pytest.approx(np.mean(upper["folds"]))
     folds = trial.user_attrs["fold_accuracies"]
-    assert len(folds) == 3 and trial.value == pytest.approx(np.mean(folds))
-    assert trial.intermediate_values[2] == pytest.approx(folds[0])
-    assert trial.intermediate_values[3] == pytest.approx(np.mean(folds[:2]))
-    assert trial.user_attrs["cv_std"] == pytest.approx(np.std(folds))
+    assert folds == upper["folds"] and trial.user_attrs["cv_std"] == pytest.approx(np.std(folds))
     assert trial.user_attrs["param_count"] == 7850
     assert trial.user_attrs["train_seconds"] > 0
     assert set(trial.user_attrs["versions"]) >= {"tensorflow", "keras", "optuna", "keras_tuner"}
     assert trial.user_attrs["versions"]["device"] == detect().describe()
-    # The per-epoch curves are artifacts (a JSON file and a plot), not a long attribute.
-    assert "fold_histories" not in trial.user_attrs
+    # The per-epoch curves of the last rung are artifacts (a JSON file and a plot).
     files = {m.filename for m in get_all_artifact_meta(trial, storage=study._storage)}
     assert files == {CURVES_JSON, CURVES_PNG}
     curves = read_curves(study, trial, store=artifact_store())
-    assert len(curves) == 3 and all(len(fold["val_accuracy"]) == 2 for fold in curves)
+    assert len(curves) == 2 and all(len(fold["val_accuracy"]) == 2 for fold in curves)
     assert curves[0]["val_accuracy"][-1] == pytest.approx(folds[0])
 
 
@@ -195,41 +214,60 @@ def test_curves_of_a_trial_stored_before_they_became_artifacts_come_from_its_att
     assert read_curves(study, study.trials[0], store=artifact_store()) == legacy
 
 
-def test_wilcoxon_pruner_sees_one_step_per_fold() -> None:
-    spec = dataclasses.replace(
-        spec_with(folds=3, max_epochs=2),
-        search=dataclasses.replace(load_spec(SMOKE).search, pruner="wilcoxon"),
-    )
-    study = optuna.create_study(direction="maximize")
-    x, y = tiny_data()
-    study.optimize(make_objective(TinyHyperModel(), x, y, spec=spec), n_trials=1)
-    assert sorted(study.trials[0].intermediate_values) == [0, 1]
-
-
-def test_a_pruned_trial_stops_after_its_first_epoch() -> None:
-    spec = spec_with(folds=3, max_epochs=2)
+@pytest.mark.parametrize("baseline", [False, True])
+def test_a_trial_not_promoted_stops_after_its_rung_but_the_baseline_climbs(
+    baseline: bool,
+) -> None:
+    spec = spec_with(rungs=TWO_RUNGS, max_epochs=2)
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0)
     )
-    x, y = tiny_data()
-    study.optimize(make_objective(TinyHyperModel(), x, y, spec=spec), n_trials=1)
+    study.enqueue_trial(TINY_RECIPE, user_attrs={"baseline": "seed network"} if baseline else {})
+    study.optimize(tiny_objective(spec), n_trials=1)
     trial = study.trials[0]
-    assert trial.state == TrialState.PRUNED
-    assert list(trial.intermediate_values) == [0]
-    assert "fold_accuracies" not in trial.user_attrs
+    if baseline:
+        assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [1, 3]
+    else:
+        assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
+        assert len(trial.user_attrs[RUNGS_ATTR]) == 1  # the rung it finished is kept
+        files = {m.filename for m in get_all_artifact_meta(trial, storage=study._storage)}
+        assert CURVES_JSON in files
 
 
 def test_a_nan_trial_fails_and_the_study_continues() -> None:
     spec = spec_with(folds=2, max_epochs=1)
     study = optuna.create_study(direction="maximize")
-    x, y = tiny_data()
-    broken = make_objective(TinyHyperModel(scale=float("inf"), max_epochs=1), x, y, spec=spec)
-    healthy = make_objective(TinyHyperModel(max_epochs=1), x, y, spec=spec)
+    broken = tiny_objective(spec, TinyHyperModel(scale=float("inf"), max_epochs=1))
+    healthy = tiny_objective(spec, TinyHyperModel(max_epochs=1))
     objectives = iter([broken, healthy])
     study.optimize(lambda t: next(objectives)(t), n_trials=2, catch=(TrainingDivergedError,))
     failed, done = study.trials
     assert failed.state == TrialState.FAIL and "loss became nan" in failed.user_attrs["fail_reason"]
     assert done.state == TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("state", [TrialState.FAIL, TrialState.PRUNED])
+def test_a_study_without_a_completed_baseline_enqueues_it_again(
+    storage_url: str, state: TrialState
+) -> None:
+    study = open_smoke(storage_url)
+    baseline = study.ask()
+    assert baseline.user_attrs["baseline"] == "seed network"
+    study.tell(baseline, state=state)  # say, its worker was killed, then its retry too
+    other = study.ask()
+    study.tell(other, 0.9)
+    resumed = open_smoke(storage_url)
+    waiting = resumed.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].user_attrs["baseline"] == "seed network"
+    assert waiting[0].system_attrs["fixed_params"] == seed_params(1)
+    resumed.ask()
+    assert len(open_smoke(storage_url).trials) == 3  # running now: not enqueued twice
+
+
+def test_a_completed_baseline_is_not_enqueued_again(storage_url: str) -> None:
+    study = open_smoke(storage_url)
+    study.tell(study.ask(), 0.9)
+    assert open_smoke(storage_url).get_trials(states=(TrialState.WAITING,)) == []
 
 
 def test_a_study_stored_before_its_metric_was_named_gets_the_name(storage_url: str) -> None:

@@ -174,7 +174,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             storage=args.storage,
             data=args.data,
             out=args.out,
-            epochs=args.epochs,
+            trial=args.trial,
+            epoch_scale=args.epoch_scale,
+            baseline=not args.no_baseline,
             log=console.say,
             on_epoch=on_epoch,
         )
@@ -182,11 +184,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         console.say("\nInterrupted: nothing was written; any previous export is unchanged.")
         return 130
     card = result.card
+    baseline = card["baseline"]
+    versus = (
+        f"  Seed network (trial #{baseline['trial']}), same recipe: {baseline['test_errors']} "
+        f"errors; this export has {baseline['errors_saved']} fewer\n"
+        if baseline
+        else ""
+    )
     print(
         f"Exported trial #{card['trial']} of study {card['study']} to {result.out_dir}/\n"
-        f"  CV accuracy {card['cv']['mean']:.4f}, test accuracy {card['test']['accuracy']:.4f} "
-        f"({card['test']['errors']} errors in {card['test']['images']}), "
-        f"retrained {card['training']['epochs']} epochs in {card['training']['seconds']:.0f} s\n"
+        f"  rung {card['cv']['rung']} CV accuracy {card['cv']['mean']:.4f}, test accuracy "
+        f"{card['test']['accuracy']:.4f} ({card['test']['errors']} errors in "
+        f"{card['test']['images']}), trained {card['training']['recipe']['epochs']} epochs in "
+        f"{card['training']['seconds']:.0f} s\n"
+        f"{versus}"
         f"  Try: tuning predict {result.out_dir / 'model.keras'} IMAGE.png"
     )
     return 0
@@ -288,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)"
     )
     dash.set_defaults(func=cmd_dashboard)
-    export = add("export", help="retrain the best trial on all images, test it once, export it")
+    export = add(
+        "export", help="retrain the best trial by its recipe on all images, test it once, export it"
+    )
     export.add_argument(
         "study_file", metavar="STUDY.toml", help="the study file, e.g. studies/mnist_cnn.toml"
     )
@@ -297,9 +310,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         help="MNIST .npz in the Keras layout (default: $TUNING_MNIST, else keras.datasets)",
     )
-    export.add_argument("--out", help="output folder (default: storage/models/<study>)")
     export.add_argument(
-        "--epochs", type=int, help="retraining epochs (default: [export] epochs of the study file)"
+        "--out",
+        help="output folder (default: storage/models/<study>, or <study>-trial<N> with --trial)",
+    )
+    export.add_argument(
+        "--trial",
+        type=int,
+        metavar="N",
+        help="export trial N (0: the seed-network baseline) instead of the best at the top rung",
+    )
+    export.add_argument(
+        "--epoch-scale",
+        type=float,
+        metavar="X",
+        help="train the trial's recipe for X times its epochs (default: [export] epoch_scale)",
+    )
+    export.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="do not export the seed network first when no baseline export is stored",
     )
     export.set_defaults(func=cmd_export)
     predict = add("predict", help="classify images with an exported model")

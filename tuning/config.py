@@ -12,8 +12,11 @@ from typing import Any
 from tuning.errors import ConfigError
 
 SAMPLERS = ("tpe", "random")
-SCHEDULES = ("cosine", "constant")
-PRUNERS = ("hyperband", "median", "wilcoxon", "none")
+# Pruners that decide which trials climb the fidelity rungs (`tuning.rungs`).
+PRUNERS = ("successive_halving", "hyperband", "median", "none")
+# What a stored study's scores mean. Version 2: rungs of growing fidelity, each scored by the
+# trial's own training recipe (tuning.recipe). A study stored under another version is refused.
+PROTOCOL_VERSION = 2
 # Keras dtype policies a model can be built with. mixed_bfloat16 (bfloat16 compute, float32
 # weights) needs a CPU with AVX512-BF16 or AMX to be fast; mixed_float16 a GPU with tensor cores.
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -25,15 +28,50 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
+class Rung:
+    """One step of the fidelity ladder: k-fold CV on a stratified `subset` of the training
+    images, stopping after the first `run_folds` folds (default: all `folds`), with the trial's
+    recipe run for `epoch_scale` times its epochs. Its score is the mean over the folds run."""
+
+    subset: int
+    folds: int
+    run_folds: int | None = None
+    epoch_scale: float = 1.0
+
+    @property
+    def folds_run(self) -> int:
+        return self.run_folds or self.folds
+
+    def describe(self) -> str:
+        folds = (
+            f"{self.folds}-fold"
+            if self.folds_run == self.folds
+            else (f"{self.folds_run} of {self.folds} folds")
+        )
+        return f"{folds} CV on {self.subset:,} images, epochs x {self.epoch_scale:g}"
+
+
+@dataclass(frozen=True)
 class Fidelity:
-    """How much each trial costs: images scored by CV, number of folds, most epochs per fold,
-    and the compute precision (`mixed_bfloat16`: bfloat16 compute, float32 weights; `auto`:
-    chosen by hardware when the study is created)."""
+    """How much each trial costs: its rungs (`[[fidelity.rungs]]`, or a single rung given by
+    `subset` and `folds`), the most epochs a recipe may ask for, and the compute precision
+    (`mixed_bfloat16`: bfloat16 compute, float32 weights; `auto`: chosen by hardware when the
+    study is created)."""
 
     subset: int = MNIST_TRAIN_SIZE
     folds: int = 5
-    max_epochs: int = 10
+    max_epochs: int = 15
     precision: str = "float32"
+    rungs: tuple[Rung, ...] = ()
+
+    @property
+    def ladder(self) -> tuple[Rung, ...]:
+        """The rungs a trial climbs, cheapest first."""
+        return self.rungs or (Rung(self.subset, self.folds),)
+
+    @property
+    def largest_subset(self) -> int:
+        return max(rung.subset for rung in self.ladder)
 
 
 @dataclass(frozen=True)
@@ -41,7 +79,7 @@ class Search:
     """Which Optuna sampler and pruner drive the study."""
 
     sampler: str = "tpe"
-    pruner: str = "hyperband"
+    pruner: str = "successive_halving"
     n_startup_trials: int = 10
 
 
@@ -55,19 +93,10 @@ class Budget:
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """How `tuning export` retrains the best trial on all training images (not part of the CV
-    protocol, so changing it never invalidates a stored study).
+    """What `tuning export` changes about the winning trial's recipe besides the data (all
+    training images instead of a fold): its epochs are multiplied by `epoch_scale`."""
 
-    `epochs` replaces the trial's epochs; `schedule` decays the trial's learning rate per epoch;
-    `augment` turns on random rotations (degrees), shifts and zooms (fractions) during training.
-    """
-
-    epochs: int = 15
-    schedule: str = "cosine"
-    augment: bool = True
-    rotation: float = 10.0
-    shift: float = 0.1
-    zoom: float = 0.1
+    epoch_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -90,8 +119,8 @@ class StudySpec:
         `PROTOCOL_DEFAULTS`: compare through `resumable_protocol`, which fills them in.
         """
         return {
-            "subset": self.fidelity.subset,
-            "folds": self.fidelity.folds,
+            "protocol_version": PROTOCOL_VERSION,
+            "rungs": [dataclasses.asdict(rung) for rung in self.fidelity.ladder],
             "max_epochs": self.fidelity.max_epochs,
             "seed": self.seed,
             "precision": self.fidelity.precision,
@@ -126,6 +155,13 @@ _SCHEMA: dict[str, dict[str, _Rule]] = {
         "folds": ((int,), lambda v: 2 <= v <= 20, "an integer in 2..20"),
         "max_epochs": ((int,), lambda v: 1 <= v <= 200, "an integer in 1..200"),
         "precision": ((str,), lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+        "rungs": ((list,), lambda v: 1 <= len(v) <= 5, "an array of 1 to 5 [[fidelity.rungs]]"),
+    },
+    "fidelity.rungs": {
+        "subset": ((int,), lambda v: 100 <= v <= MNIST_TRAIN_SIZE, "an integer in 100..60000"),
+        "folds": ((int,), lambda v: 2 <= v <= 20, "an integer in 2..20"),
+        "run_folds": ((int,), lambda v: 1 <= v <= 20, "an integer in 1..20"),
+        "epoch_scale": ((int, float), lambda v: 0 < v <= 10, "a number in (0, 10]"),
     },
     "search": {
         "sampler": ((str,), lambda v: v in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
@@ -137,33 +173,65 @@ _SCHEMA: dict[str, dict[str, _Rule]] = {
         "timeout": ((int, float), lambda v: v > 0, "a number of seconds > 0"),
     },
     "export": {
-        "epochs": ((int,), lambda v: 1 <= v <= 500, "an integer in 1..500"),
-        "schedule": ((str,), lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-        "augment": ((bool,), lambda v: True, "true or false"),
-        "rotation": ((int, float), lambda v: 0 <= v <= 45, "degrees in 0..45"),
-        "shift": ((int, float), lambda v: 0 <= v <= 0.3, "a fraction in 0..0.3"),
-        "zoom": ((int, float), lambda v: 0 <= v <= 0.3, "a fraction in 0..0.3"),
+        "epoch_scale": ((int, float), lambda v: 0 < v <= 20, "a number in (0, 20]"),
     },
 }
 
 
-def _check_table(path: Path, section: str, table: Any) -> dict[str, Any]:
+# Keys of the [export] table before its recipe became the trial's own (tuned) recipe.
+_FORMER_EXPORT_KEYS = ("epochs", "schedule", "augment", "rotation", "shift", "zoom")
+
+
+def _check_table(
+    path: Path, section: str, table: Any, *, where: str | None = None
+) -> dict[str, Any]:
     rules = _SCHEMA[section]
+    where = where or section
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [{section}] must be a table. Received: {table!r}")
+        raise ConfigError(f"{path}: [{where}] must be a table. Received: {table!r}")
+    former = [k for k in table if section == "export" and k in _FORMER_EXPORT_KEYS]
+    if former:
+        raise ConfigError(
+            f"{path}: 'export.{former[0]}' is now part of each trial's tuned recipe; the [export] "
+            "table takes only 'epoch_scale' (export epochs = the trial's epochs x epoch_scale)"
+        )
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in rules:
             raise ConfigError(
-                f"{path}: unknown key '{section}.{key}'; expected one of: {', '.join(rules)}"
+                f"{path}: unknown key '{where}.{key}'; expected one of: {', '.join(rules)}"
             )
         types, check, expected = rules[key]
         # bool is an int in Python; a flag is never a count.
         bad_type = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
         if bad_type or not check(value):
-            raise ConfigError(f"{path}: '{section}.{key}' must be {expected}. Received: {value!r}")
+            raise ConfigError(f"{path}: '{where}.{key}' must be {expected}. Received: {value!r}")
         values[key] = value
     return values
+
+
+def _check_rung_size(path: Path, where: str, rung: Rung) -> None:
+    if rung.subset < 10 * rung.folds:
+        raise ConfigError(
+            f"{path}: '{where}.subset' must hold at least 10 images per fold "
+            f"(folds={rung.folds}). Received: {rung.subset}"
+        )
+    if rung.folds_run > rung.folds:
+        raise ConfigError(
+            f"{path}: '{where}.run_folds' must be at most its folds ({rung.folds}). "
+            f"Received: {rung.run_folds}"
+        )
+
+
+def _rung(path: Path, index: int, table: Any) -> Rung:
+    where = f"fidelity.rungs[{index}]"
+    values = _check_table(path, "fidelity.rungs", table, where=where)
+    missing = [key for key in ("subset", "folds") if key not in values]
+    if missing:
+        raise ConfigError(f"{path}: '{where}' needs '{missing[0]}'. Received: {table!r}")
+    rung = Rung(**values)
+    _check_rung_size(path, where, rung)
+    return rung
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -182,28 +250,38 @@ def load_spec(path: str | Path) -> StudySpec:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
-    unknown = sorted(set(raw) - set(_SCHEMA))
+    tables_expected = [t for t in _SCHEMA if "." not in t]
+    unknown = sorted(set(raw) - set(tables_expected))
     if unknown:
         raise ConfigError(
-            f"{path}: unknown table or key '{unknown[0]}'; expected tables: {', '.join(_SCHEMA)}"
+            f"{path}: unknown table or key '{unknown[0]}'; expected tables: "
+            f"{', '.join(tables_expected)}"
         )
-    tables = {section: _check_table(path, section, raw.get(section, {})) for section in _SCHEMA}
+    tables = {s: _check_table(path, s, raw.get(s, {})) for s in tables_expected}
+    fidelity = tables["fidelity"]
+    if "rungs" in fidelity:
+        fidelity["rungs"] = tuple(
+            _rung(path, i, raw_rung) for i, raw_rung in enumerate(fidelity["rungs"])
+        )
+        both = sorted({"subset", "folds"} & set(fidelity))
+        if both:
+            raise ConfigError(
+                f"{path}: give either 'fidelity.{both[0]}' (one rung) or [[fidelity.rungs]], "
+                "not both"
+            )
     study = tables["study"]
     spec = StudySpec(
         name=study.get("name", path.stem),
         path=path,
         seed=study.get("seed", 42),
         enqueue_seed=study.get("enqueue_seed", True),
-        fidelity=Fidelity(**tables["fidelity"]),
+        fidelity=Fidelity(**fidelity),
         search=Search(**tables["search"]),
         budget=Budget(**tables["budget"]),
         export=ExportSettings(**tables["export"]),
     )
-    if spec.fidelity.subset < 10 * spec.fidelity.folds:
-        raise ConfigError(
-            f"{path}: 'fidelity.subset' must hold at least 10 images per fold "
-            f"(folds={spec.fidelity.folds}). Received: {spec.fidelity.subset}"
-        )
+    if "rungs" not in fidelity:
+        _check_rung_size(path, "fidelity", spec.fidelity.ladder[0])
     if not _NAME.match(spec.name):
         raise ConfigError(
             f"{path}: 'study.name' defaults to the file name, which must be "

@@ -29,7 +29,8 @@ FoldFn = Callable[[int, float], None]
 
 
 FitFn = Callable[..., Any]
-"""Called as `fit(model, x, y, validation_data=, callbacks=, verbose=0)`; returns a History."""
+"""Called as `fit(model, x, y, validation_data=, callbacks=)`; trains by the trial's recipe
+(`tuning.recipe.train`, through the HyperModel's `fit`) and returns a Keras History."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class _EpochReporter(keras.callbacks.Callback):
 
 
 def _default_fit(model: keras.Model, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> Any:
-    return model.fit(x, y, **kwargs)
+    return model.fit(x, y, verbose=0, **kwargs)
 
 
 def cross_validate(
@@ -84,6 +85,7 @@ def cross_validate(
     *,
     folds: int,
     seed: int,
+    run_folds: int | None = None,
     fit: FitFn = _default_fit,
     on_epoch: EpochFn | None = None,
     on_fold: FoldFn | None = None,
@@ -94,7 +96,8 @@ def cross_validate(
         build: returns a new compiled model with an `accuracy` metric.
         x, y: all images and labels to split; the test set never belongs here.
         folds: k. seed: fixes the splits and each fold's initial weights.
-        fit: trains `model` on (x, y); receives `validation_data`, `callbacks` and `verbose`.
+        run_folds: stop after this many folds (default: all k); the splits are still k-fold.
+        fit: trains `model` on (x, y); receives `validation_data` and `callbacks`.
         on_epoch, on_fold: progress hooks; raising from one (say, `optuna.TrialPruned`) stops
             the run.
 
@@ -106,7 +109,8 @@ def cross_validate(
     histories: list[dict[str, list[float]]] = []
     seconds = 0.0
     param_count = 0
-    for fold, (train_idx, val_idx) in enumerate(fold_indices(y, folds=folds, seed=seed)):
+    splits = fold_indices(y, folds=folds, seed=seed)[:run_folds]
+    for fold, (train_idx, val_idx) in enumerate(splits):
         keras.utils.set_random_seed(seed + fold)
         try:
             history, param_count, fold_seconds = _train_fold(
@@ -175,7 +179,6 @@ def _train_fold(
         y,
         validation_data=validation_data,
         callbacks=[_EpochReporter(fold, on_epoch)],
-        verbose=0,
     )
     seconds = time.perf_counter() - start
     logs = {key: [float(v) for v in values] for key, values in history.history.items()}

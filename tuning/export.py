@@ -1,5 +1,7 @@
-"""`tuning export`: retrain a study's best trial on all training images, test it once, and publish
-the model, its card, its report and the resolved config as one folder and as Optuna artifacts.
+"""`tuning export`: retrain a study's best trial (at the highest rung any trial reached) on all
+training images by its own recipe, test it once, and publish the model, its card, its report and
+the resolved config as one folder and as Optuna artifacts. The card sets the winner beside the
+seed-network baseline trained by the same recipe (exported first when none is stored).
 
 The MNIST test split is read here and nowhere else. Everything is written into a hidden staging
 folder next to the destination and moved into place only when complete, so an existing export is
@@ -15,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,13 +30,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuning import report
 from tuning.artifacts import artifact_store, attach_files
-from tuning.config import StudySpec
+from tuning.config import PROTOCOL_VERSION, StudySpec
 from tuning.curves import read_curves
 from tuning.data import file_sha256, load_mnist
 from tuning.device import detect
 from tuning.errors import ExportError, StudyMismatchError
+from tuning.hp import OptunaHyperParameters
 from tuning.modelfile import CARD_FILE, load_model_file
-from tuning.retrain import EpochFn, retrain
+from tuning.rungs import (
+    BASELINE_ATTR,
+    SCORED_STATES,
+    best_at_highest_rung,
+    highest_rung,
+    rung_scores,
+)
 from tuning.space import CNNHyperModel, describe_space, space_fingerprint
 from tuning.storage import open_storage, redact, resolve_storage_url, study_names
 from tuning.study import library_versions, study_precision
@@ -43,7 +53,41 @@ MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 CONFIG_FILE = "config.json"
 DIGITS = [str(d) for d in range(10)]
+EXPORTS_ATTR = "exports"  # study user attribute: trial number -> ExportRecord
 LogFn = Callable[[str], None]
+EpochFn = Callable[[int, int, dict[str, float]], None]
+"""Called as `on_epoch(epoch, epochs, logs)` after every epoch (epoch counts from 1)."""
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """What an export of one trial scored on the test set, kept on the study so that later
+    exports can set their winner beside the baseline without training it again."""
+
+    trial: int
+    test_accuracy: float
+    test_errors: int
+    test_images: int
+    epoch_scale: float
+    data_sha256: str
+    out: str
+    created: str
+
+    @classmethod
+    def from_attr(cls, value: dict[str, Any]) -> ExportRecord:
+        return cls(**{f.name: value[f.name] for f in dataclasses.fields(cls)})
+
+
+def stored_export(
+    study: optuna.Study, trial: int, *, epoch_scale: float, data_sha256: str
+) -> ExportRecord | None:
+    """The stored export of `trial` made with the same epoch scale and training data, if any."""
+    value = (study.user_attrs.get(EXPORTS_ATTR) or {}).get(str(trial))
+    if not value:
+        return None
+    record = ExportRecord.from_attr(value)
+    same = record.epoch_scale == epoch_scale and record.data_sha256 == data_sha256
+    return record if same else None
 
 
 @dataclass(frozen=True)
@@ -59,11 +103,15 @@ def default_out_dir(study_name: str) -> Path:
     return DEFAULT_MODELS / study_name
 
 
-def load_exportable_study(spec: StudySpec, storage: str | None) -> tuple[optuna.Study, FrozenTrial]:
-    """The stored study of `spec` and its best completed trial.
+def load_exportable_study(
+    spec: StudySpec, storage: str | None, *, trial: int | None = None
+) -> tuple[optuna.Study, FrozenTrial]:
+    """The stored study of `spec` and the trial to export: `trial` if given, else the best
+    trial at the highest rung any trial reached.
 
     Raises:
-        ExportError: the database or the study does not exist, or no trial has completed.
+        ExportError: the database, the study or the trial does not exist, or no trial (or not
+            `trial`) has finished a rung.
     """
     url = resolve_storage_url(storage)
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
@@ -81,21 +129,45 @@ def load_exportable_study(spec: StudySpec, storage: str | None) -> tuple[optuna.
             f"study {spec.path}` first. Stored studies: {stored}"
         )
     study = optuna.load_study(study_name=spec.name, storage=rdb)
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    trials = study.get_trials(deepcopy=False)
+    if trial is not None:
+        if not 0 <= trial < len(trials):
+            raise ExportError(
+                f"--trial {trial}: study '{spec.name}' has trials 0..{len(trials) - 1}"
+                if trials
+                else f"--trial {trial}: study '{spec.name}' has no trials yet"
+            )
+        chosen = trials[trial]
+        if chosen.state not in SCORED_STATES or not rung_scores(chosen):
+            raise ExportError(
+                f"--trial {trial}: trial #{trial} of study '{spec.name}' is "
+                f"{chosen.state.name} without a finished rung; choose a COMPLETE or PRUNED trial"
+            )
+        return study, chosen
+    best = best_at_highest_rung(trials)
+    if best is None:
         raise ExportError(
-            f"study '{spec.name}' in {redact(url)} has no completed trial yet; run `tuning study "
-            f"{spec.path}` until one completes"
+            f"study '{spec.name}' in {redact(url)} has no trial that finished a rung yet; run "
+            f"`tuning study {spec.path}` until one completes"
         )
-    return study, study.best_trial
+    return study, best
 
 
-def check_compatible(study: optuna.Study, spec: StudySpec, data_sha256: str) -> None:
-    """The best trial can be rebuilt: same training data file and same search-space code.
+def check_compatible(study: optuna.Study, spec: StudySpec, data_sha256: str) -> dict[str, Any]:
+    """The study's stored protocol, once its trials are known to be rebuildable: same protocol
+    version, training data file and search-space code.
 
     Raises:
-        StudyMismatchError: the data file or the search space differ from the study's.
+        StudyMismatchError: the study predates this protocol, or the data file or the search
+            space differ from the study's.
     """
-    protocol = study.user_attrs.get("protocol") or {}
+    protocol = dict(study.user_attrs.get("protocol") or {})
+    if protocol.get("protocol_version") != PROTOCOL_VERSION:
+        raise StudyMismatchError(
+            f"study '{spec.name}' was stored by an earlier tuning (protocol "
+            f"{protocol.get('protocol_version', 1)}), whose trials did not tune the recipe export "
+            f"trains; run a new study (give {spec.path} a new [study] name) and export that"
+        )
     stored_sha = protocol.get("data_sha256")
     if stored_sha and stored_sha != data_sha256:
         raise StudyMismatchError(
@@ -103,12 +175,14 @@ def check_compatible(study: optuna.Study, spec: StudySpec, data_sha256: str) -> 
             f"given now has {data_sha256[:12]}…; pass the same file with --data or $TUNING_MNIST"
         )
     stored_space = protocol.get("space_fingerprint")
-    space = space_fingerprint(describe_space(CNNHyperModel(max_epochs=spec.fidelity.max_epochs)))
+    hypermodel = CNNHyperModel(max_epochs=int(protocol["max_epochs"]))
+    space = space_fingerprint(describe_space(hypermodel))
     if stored_space and stored_space != space:
         raise StudyMismatchError(
             f"study '{spec.name}' was tuned with search space {stored_space}, but tuning/space.py "
             f"now defines {space}; its trials can no longer be rebuilt faithfully"
         )
+    return protocol
 
 
 def staging_dir(out_dir: Path) -> Path:
@@ -150,11 +224,38 @@ def _write_json(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def _baseline_folds(study: optuna.Study, best: FrozenTrial) -> tuple[int, list[float]] | None:
+def _baseline_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The first seed-network trial that finished every rung it was given."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if trial.user_attrs.get("baseline") and trial.number != best.number:
-            return trial.number, list(trial.user_attrs.get("fold_accuracies", []))
+        if trial.user_attrs.get(BASELINE_ATTR):
+            return trial
     return None
+
+
+def trial_out_dir(study_name: str, trial: int, *, beside: Path | None = None) -> Path:
+    """`storage/models/<study>-trial<N>`, or `<beside>-trial<N>` next to another export."""
+    if beside is not None:
+        return beside.with_name(f"{beside.name}-trial{trial}")
+    return DEFAULT_MODELS / f"{study_name}-trial{trial}"
+
+
+class _EpochProgress:
+    """A Keras callback factory: reports each epoch as `on_epoch(epoch, epochs, logs)`."""
+
+    @staticmethod
+    def make(epochs: int, on_epoch: EpochFn | None) -> list[Any]:
+        import keras
+
+        if on_epoch is None:
+            return []
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                values = {k: float(v) for k, v in (logs or {}).items()}
+                assert on_epoch is not None
+                on_epoch(epoch + 1, epochs, values)
+
+        return [Callback()]
 
 
 def _evaluate(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -170,19 +271,25 @@ def export_study(
     storage: str | None = None,
     data: str | Path | None = None,
     out: str | Path | None = None,
-    epochs: int | None = None,
+    trial: int | None = None,
+    epoch_scale: float | None = None,
+    baseline: bool = True,
     artifacts: str | Path | None = None,
     log: LogFn | None = None,
     on_epoch: EpochFn | None = None,
 ) -> ExportResult:
-    """Retrain the best trial of `spec`'s study on every training image, evaluate it once on the
-    test set and publish `model.keras`, `saved_model/`, `model_card.json`, the report plots and
-    `config.json` to `out` (default `storage/models/<study>`), also as artifacts of the trial.
+    """Retrain a trial of `spec`'s study on every training image by its own recipe, evaluate
+    it once on the test set and publish `model.keras`, `saved_model/`, `model_card.json`, the
+    report plots and `config.json` to `out`, also as artifacts of the trial.
 
-    `epochs` overrides `[export] epochs`; `artifacts` overrides `$TUNING_ARTIFACTS`.
+    The trial is `trial`, else the best at the highest rung any trial reached. Its recipe runs
+    for its epochs times `epoch_scale` (default: the study file's `[export] epoch_scale`).
+    `out` defaults to `storage/models/<study>` (`<study>-trial<N>` for a chosen `trial`). With
+    `baseline`, the card also gives the seed network's test errors under the same recipe, from
+    a stored export or, if there is none, by exporting it first to `<out>-trial<N>`.
 
     Raises:
-        ExportError: no such study or completed trial, or `out` cannot be written.
+        ExportError: no such study or trial, or `out` cannot be written.
         StudyMismatchError: the data or the search space changed since the study ran.
         DataError: the MNIST file is missing or malformed.
     """
@@ -190,34 +297,86 @@ def export_study(
 
     say = log or (lambda _message: None)
     url = resolve_storage_url(storage)
-    study, best = load_exportable_study(spec, url)
-    if epochs is not None and not 1 <= epochs <= 500:
-        raise ExportError(f"--epochs must be in 1..500. Received: {epochs}")
-    settings = dataclasses.replace(spec.export, epochs=epochs) if epochs else spec.export
-    out_dir = Path(out) if out is not None else default_out_dir(spec.name)
+    study, chosen = load_exportable_study(spec, url, trial=trial)
+    if epoch_scale is not None and not 0 < epoch_scale <= 20:
+        raise ExportError(f"--epoch-scale must be in (0, 20]. Received: {epoch_scale}")
+    settings = (
+        dataclasses.replace(spec.export, epoch_scale=epoch_scale) if epoch_scale else spec.export
+    )
+    if out is not None:
+        out_dir = Path(out)
+    elif trial is not None:
+        out_dir = trial_out_dir(spec.name, trial)
+    else:
+        out_dir = default_out_dir(spec.name)
     train = load_mnist(data, split="train")
-    check_compatible(study, spec, train.sha256)
+    protocol = check_compatible(study, spec, train.sha256)
     store = artifact_store(artifacts)  # an unwritable artifact folder fails before training
+    staging_dir(out_dir).rmdir()  # an unwritable --out fails before training too
+
+    seed_trial = _baseline_trial(study) if baseline else None
+    reference = None
+    if seed_trial is not None and seed_trial.number != chosen.number:
+        reference = stored_export(
+            study, seed_trial.number, epoch_scale=settings.epoch_scale, data_sha256=train.sha256
+        )
+        if reference is None:
+            say(f"first, the seed-network baseline (trial #{seed_trial.number}), same recipe:")
+            export_study(
+                spec,
+                storage=url,
+                data=data,
+                out=trial_out_dir(spec.name, seed_trial.number, beside=out_dir),
+                trial=seed_trial.number,
+                epoch_scale=settings.epoch_scale,
+                baseline=False,
+                artifacts=artifacts,
+                log=log,
+                on_epoch=on_epoch,
+            )
+            study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
+            reference = stored_export(
+                study, seed_trial.number, epoch_scale=settings.epoch_scale, data_sha256=train.sha256
+            )
+
+    top = highest_rung(chosen)
+    score = rung_scores(chosen)[top]
+    hypermodel = CNNHyperModel(
+        max_epochs=int(protocol["max_epochs"]), precision=study_precision(study)
+    )
+    hp = OptunaHyperParameters(optuna.trial.FixedTrial(chosen.params))  # type: ignore[arg-type]
+    recipe = hypermodel.recipe(hp).scaled(settings.epoch_scale)
     staging = staging_dir(out_dir)
     try:
         say(
-            f"retraining trial #{best.number} (CV {best.value:.4f}) on {len(train.y)} images "
-            f"for {settings.epochs} epochs"
+            f"retraining trial #{chosen.number} (rung {top} CV {score:.4f}) on {len(train.y)} "
+            f"images for {recipe.epochs} epochs"
         )
-        trained = retrain(
-            best.params,
+        keras.utils.set_random_seed(spec.seed)
+        model = hypermodel.build(hp)
+        start = time.perf_counter()
+        # The trials' own training function, on all images instead of a fold.
+        history = hypermodel.fit(
+            hp,
+            model,
             train.x[..., None],
             train.y,
-            settings=settings,
+            epoch_scale=settings.epoch_scale,
+            callbacks=_EpochProgress.make(recipe.epochs, on_epoch),
             seed=spec.seed,
-            precision=study_precision(study),  # as the trial was scored
-            on_epoch=on_epoch,
+        ).history
+        seconds = time.perf_counter() - start
+        curves = {k: [float(v) for v in values] for k, values in history.items()}
+        # Trained on one-hot labels (label smoothing); users evaluate on integer labels.
+        model.compile(
+            optimizer=model.optimizer,
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
         )
         model_path = staging / MODEL_FILE
-        trained.model.save(model_path)
+        model.save(model_path)
         keras.backend.clear_session()
         gc.collect()
-
         # Score the file the user gets, loaded the way `tuning predict` loads it.
         model = load_model_file(model_path)
         test = load_mnist(data, split="test")
@@ -226,15 +385,16 @@ def export_study(
         model.export(str(staging / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
         param_count = int(model.count_params())
 
-        title = f"{spec.name}, trial #{best.number}"
-        groups = {f"best #{best.number}": list(best.user_attrs.get("fold_accuracies", []))}
-        baseline = _baseline_folds(study, best)
-        if baseline and baseline[1]:
-            groups[f"seed network #{baseline[0]}"] = baseline[1]
+        title = f"{spec.name}, trial #{chosen.number}"
+        groups = {f"trial #{chosen.number}": list(chosen.user_attrs.get("fold_accuracies", []))}
+        if seed_trial is not None and seed_trial.number != chosen.number:
+            folds = list(seed_trial.user_attrs.get("fold_accuracies", []))
+            if folds:
+                groups[f"seed network #{seed_trial.number}"] = folds
         plots = [
             report.learning_curves(
-                read_curves(study, best, store=store),
-                trained.history,
+                read_curves(study, chosen, store=store),
+                curves,
                 staging / "learning_curves.png",
                 title=title,
             ),
@@ -264,44 +424,47 @@ def export_study(
                 "storage": redact(url),
                 "data": train.source,
                 "out": str(out_dir),
-                "epochs_override": epochs,
+                "trial": trial,
+                "epoch_scale_override": epoch_scale,
             },
         }
         config_path = _write_json(staging / CONFIG_FILE, resolved)
 
         say("uploading artifacts")
-        ids = attach_files(study, best, [model_path, *plots, config_path], store=store)
+        ids = attach_files(study, chosen, [model_path, *plots, config_path], store=store)
+        errors = int(np.sum(y_pred != test.y))
         card: dict[str, Any] = {
-            "card_version": 1,
+            "card_version": 2,
             "study": spec.name,
             "study_file": str(spec.path),
             "storage": redact(url),
-            "trial": best.number,
-            "seed_network": bool(best.user_attrs.get("baseline")),
-            "params": best.params,
+            "trial": chosen.number,
+            "seed_network": bool(chosen.user_attrs.get(BASELINE_ATTR)),
+            "params": chosen.params,
             "cv": {
-                "mean": best.value,
-                "std": best.user_attrs.get("cv_std"),
-                "folds": best.user_attrs.get("fold_accuracies"),
-                "protocol": study.user_attrs.get("protocol"),
-                "train_seconds": best.user_attrs.get("train_seconds"),
+                "rung": top,
+                "mean": score,
+                "std": chosen.user_attrs.get("cv_std"),
+                "folds": chosen.user_attrs.get("fold_accuracies"),
+                "rung_scores": rung_scores(chosen),
+                "protocol": protocol,
+                "train_seconds": chosen.user_attrs.get("train_seconds"),
             },
-            "test": {
-                "accuracy": accuracy,
-                "loss": loss,
-                "errors": int(np.sum(y_pred != test.y)),
-                "images": len(test.y),
+            "test": {"accuracy": accuracy, "loss": loss, "errors": errors, "images": len(test.y)},
+            "baseline": None
+            if reference is None
+            else {
+                **dataclasses.asdict(reference),
+                "errors_saved": reference.test_errors - errors,
             },
             "training": {
                 "images": len(train.y),
-                "epochs": trained.epochs,
-                "batch_size": trained.batch_size,
-                "learning_rate": trained.learning_rate,
+                "recipe": dataclasses.asdict(recipe),
+                "epoch_scale": settings.epoch_scale,
                 "seed": spec.seed,
-                "settings": dataclasses.asdict(settings),
-                "final_loss": trained.history["loss"][-1],
-                "final_accuracy": trained.history["accuracy"][-1],
-                "seconds": round(trained.seconds, 2),
+                "final_loss": curves["loss"][-1],
+                "final_accuracy": curves["accuracy"][-1],
+                "seconds": round(seconds, 2),
                 "device": detect().describe(),
             },
             "param_count": param_count,
@@ -322,7 +485,7 @@ def export_study(
             "artifacts": ids,
         }
         card_path = _write_json(staging / CARD_FILE, card)
-        card["artifacts"] = {**ids, **attach_files(study, best, [card_path], store=store)}
+        card["artifacts"] = {**ids, **attach_files(study, chosen, [card_path], store=store)}
         publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -330,15 +493,21 @@ def export_study(
     finally:
         keras.backend.clear_session()
         gc.collect()
+    record = ExportRecord(
+        trial=chosen.number,
+        test_accuracy=accuracy,
+        test_errors=errors,
+        test_images=len(test.y),
+        epoch_scale=settings.epoch_scale,
+        data_sha256=train.sha256,
+        out=str(out_dir),
+        created=card["created"],
+    )
+    exports = dict(study.user_attrs.get(EXPORTS_ATTR) or {})
+    exports[str(chosen.number)] = dataclasses.asdict(record)
+    study.set_user_attr(EXPORTS_ATTR, exports)
     study.set_user_attr(
-        "export",
-        {
-            "trial": best.number,
-            "test_accuracy": accuracy,
-            "out": str(out_dir),
-            "card_artifact": card["artifacts"][CARD_FILE],
-            "created": card["created"],
-        },
+        "export", {**dataclasses.asdict(record), "card_artifact": card["artifacts"][CARD_FILE]}
     )
     say(f"wrote {out_dir}{os.sep}")
     return ExportResult(out_dir, card)

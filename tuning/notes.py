@@ -7,10 +7,13 @@ studies (e.g. a transfer study with different attributes) can pass their own mar
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
+
+from tuning.config import Rung
+from tuning.rungs import RungCorrelation, rung_correlations, rung_step
 
 EXPORT_COMMAND = "tuning export {study_file}"
 
@@ -61,34 +64,49 @@ def space_table(space: list[Mapping[str, Any]]) -> str:
 
 
 def _protocol_section(protocol: Mapping[str, Any]) -> list[str]:
-    folds, epochs = protocol.get("folds"), protocol.get("max_epochs")
+    ladder = [Rung(**rung) for rung in protocol.get("rungs") or []]
     lines = [
-        "### Fold protocol",
+        "### Fidelity rungs",
         "",
-        f"- **Score:** mean validation accuracy over **{folds}**-fold stratified cross-validation "
-        f"of **{protocol.get('subset')}** training images (seed {protocol.get('seed')}); the "
-        "same folds for every trial. Per-fold scores are the user attribute `fold_accuracies`.",
-        f"- **Training:** up to **{epochs}** epoch(s) per fold.",
+        "A trial climbs the rungs in order; the pruner decides after each rung whether it goes "
+        "on. A rung's score is the mean validation accuracy over the stratified folds it runs "
+        f"(seed {protocol.get('seed')}, the same folds for every trial), with the trial's own "
+        "training recipe at the rung's share of its epochs:",
+        "",
+        "| rung | step | scored by |",
+        "| --- | --- | --- |",
+        *(f"| {i} | {rung_step(i)} | {rung.describe()} |" for i, rung in enumerate(ladder)),
+        "",
+        "- **Intermediate values:** rung r reports its score at step 3^r; the trial's value is its "
+        "score on the last rung. Per-rung scores are the user attribute `rungs`; the folds of the "
+        "last rung finished are `fold_accuracies`.",
+        f"- **Epochs:** a recipe asks for up to **{protocol.get('max_epochs')}**.",
+        "- **Export** retrains the best trial at the highest rung any trial reached.",
     ]
-    if isinstance(epochs, int) and isinstance(folds, int):
-        # The step layout of tuning.study.make_objective, so a reader can decode the curves.
-        curve = (
-            "- **Intermediate values (pruning curves):** step e is the validation accuracy after "
-            f"epoch e+1 of fold 1 (steps 0 to {epochs - 1})"
-        )
-        if folds > 1:
-            curve += (
-                f"; step {epochs}+f is the mean accuracy of folds 1 to f+1 "
-                f"(steps {epochs} to {epochs + folds - 2})"
-            )
-        lines.append(curve + ". Under the Wilcoxon pruner, step f is fold f+1's accuracy instead.")
     if protocol.get("space_fingerprint"):
         lines.append(f"- **Search-space fingerprint:** `{protocol['space_fingerprint']}`")
     return lines
 
 
+def correlation_section(correlations: Sequence[RungCorrelation]) -> list[str]:
+    """How well each rung's ranking predicted the next one's, as a markdown list."""
+    if not correlations:
+        return []
+    return [
+        "### Does each rung predict the next?",
+        "",
+        "Spearman rank correlation between the scores of the trials that finished both rungs "
+        "(only promoted trials reach the upper rung):",
+        "",
+        *(f"- {c.describe()}" for c in correlations),
+    ]
+
+
 def study_note(
-    study_name: str, attrs: Mapping[str, Any], devices: Mapping[str, int] | None = None
+    study_name: str,
+    attrs: Mapping[str, Any],
+    devices: Mapping[str, int] | None = None,
+    correlations: Sequence[RungCorrelation] = (),
 ) -> str:
     """Markdown for a study made by `tuning study`, from its user attrs and the `devices` its
     trials ran on (device name -> trials; 0 for the run about to start).
@@ -106,6 +124,8 @@ def study_note(
     protocol = attrs.get("protocol")
     if isinstance(protocol, Mapping):
         lines += ["", *_protocol_section(protocol)]
+        if correlations:
+            lines += ["", *correlation_section(correlations)]
         if protocol.get("data_sha256"):
             lines += [
                 "",
@@ -122,8 +142,9 @@ def study_note(
             "",
             "### Export",
             "",
-            "Retrain the best trial on the full training set, test it once and attach the model "
-            "and plots to that trial (they appear under its artifacts here):",
+            "Retrain the best trial at the top rung by its own recipe on the full training set, "
+            "test it once beside the seed network, and attach the model and plots to that trial "
+            "(they appear under its artifacts here):",
             "",
             "```",
             EXPORT_COMMAND.format(study_file=study_file),
@@ -163,7 +184,11 @@ def write_study_note(
 
     text = body
     if text is None:
-        text = study_note(study.study_name, study.user_attrs, trial_devices(study, device))
+        rungs = len((study.user_attrs.get("protocol") or {}).get("rungs") or [])
+        correlations = rung_correlations(study.get_trials(deepcopy=False), rungs=rungs)
+        text = study_note(
+            study.study_name, study.user_attrs, trial_devices(study, device), correlations
+        )
     # Re-saving an identical note would only bump its version; skip the write instead.
     if get_note(study) != text:
         save_note(study, text)

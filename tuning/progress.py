@@ -10,6 +10,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
+from tuning.rungs import (
+    BASELINE_ATTR,
+    best_at_highest_rung,
+    highest_rung,
+    rung_correlations,
+    rung_scores,
+)
+
 
 class StudyProgress:
     """A tqdm bar over this run's trials: done, best so far, current fold, time left.
@@ -76,11 +84,12 @@ def _fmt(value: Any) -> str:
 
 
 def cv_line(trial: FrozenTrial) -> str:
-    """'0.9912 ± 0.0011 over 3 folds (0.9901, 0.9925, 0.9910)' for a completed trial."""
+    """'0.9912 ± 0.0011 over 3 folds (0.9901, 0.9925, 0.9910)' for a trial's last rung."""
     folds = trial.user_attrs.get("fold_accuracies", [])
     std = trial.user_attrs.get("cv_std", float(np.std(folds)) if folds else 0.0)
     listed = ", ".join(f"{a:.4f}" for a in folds)
-    return f"{trial.value:.4f} ± {std:.4f} over {len(folds)} folds ({listed})"
+    value = rung_scores(trial).get(highest_rung(trial), trial.value)
+    return f"{value:.4f} ± {std:.4f} over {len(folds)} folds ({listed})"
 
 
 def summary(
@@ -97,12 +106,19 @@ def summary(
         f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed",
     ]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if not complete:
-        lines.append("No completed trial yet: run the same command again to continue.")
+    best = best_at_highest_rung(trials)
+    if best is None:
+        lines.append("No trial has finished a rung yet: run the same command again to continue.")
         return "\n".join(lines)
-    best = study.best_trial
-    lines.append(f"Best: trial #{best.number}, CV accuracy {cv_line(best)}")
-    baseline = next((t for t in complete if t.user_attrs.get("baseline")), None)
+    rungs = len((study.user_attrs.get("protocol") or {}).get("rungs") or [])
+    reached = [sum(highest_rung(t) >= r for t in trials) for r in range(rungs)]
+    if rungs > 1:
+        lines.append("Trials per rung: " + ", ".join(f"{r}: {n}" for r, n in enumerate(reached)))
+        lines += [f"  {c.describe()}" for c in rung_correlations(trials, rungs=rungs)]
+    lines.append(
+        f"Best at rung {highest_rung(best)}: trial #{best.number}, CV accuracy {cv_line(best)}"
+    )
+    baseline = next((t for t in complete if t.user_attrs.get(BASELINE_ATTR)), None)
     if baseline is not None:
         lines.append(f"Seed network (trial #{baseline.number}): {cv_line(baseline)}")
     extra = []

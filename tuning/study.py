@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,16 +12,17 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.trial import TrialState
 
+from tuning import rungs
 from tuning.artifacts import artifact_store
-from tuning.config import StudySpec, resumable_protocol
-from tuning.curves import attach_curves
-from tuning.cv import cross_validate
+from tuning.config import PROTOCOL_VERSION, StudySpec, resumable_protocol
 from tuning.data import load_mnist, stratified_subset
 from tuning.device import detect, resolve_precision
 from tuning.errors import StudyMismatchError, TrainingDivergedError
-from tuning.hp import OptunaHyperParameters
 from tuning.notes import write_study_note
+from tuning.objective import RungData, make_objective
+from tuning.rungs import BASELINE_ATTR
 from tuning.space import CNNHyperModel, describe_space, seed_params, space_fingerprint
 from tuning.storage import open_storage, redact, resolve_storage_url
 
@@ -68,17 +70,8 @@ def make_sampler(spec: StudySpec, *, offset: int = 0, salt: int = 0) -> optuna.s
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """The study's pruner; `report_steps` explains the steps it sees."""
-    fid = spec.fidelity
-    if spec.search.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=fid.max_epochs + fid.folds, reduction_factor=3
-        )
-    if spec.search.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    if spec.search.pruner == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
-    return optuna.pruners.NopPruner()
+    """The study's pruner over its rungs (`tuning.rungs`)."""
+    return rungs.make_pruner(spec.search.pruner, rungs=len(spec.fidelity.ladder))
 
 
 def open_study(
@@ -126,17 +119,22 @@ def open_study(
             f"give {spec.path} another [study] name"
         )
     if stored is None:
+        if spec.enqueue_seed:  # before the protocol, which tells other workers the study is ready
+            ensure_baseline(study, max_epochs=spec.fidelity.max_epochs)
         study.set_user_attr("space", space)
         study.set_user_attr("study_file", str(spec.path))
         study.set_user_attr("versions", library_versions())
         study.set_user_attr("protocol", expected)
-        if spec.enqueue_seed:
-            study.enqueue_trial(
-                seed_params(spec.fidelity.max_epochs), user_attrs={"baseline": "seed network"}
-            )
     else:
         origin = study.user_attrs.get("study_file", "?")
         stored = resumable_protocol(stored)
+        if stored.get("protocol_version") != PROTOCOL_VERSION:
+            raise StudyMismatchError(
+                f"study '{spec.name}' in {redact(url)} was stored by an earlier tuning (protocol "
+                f"{stored.get('protocol_version', 1)}: one fidelity, untuned training recipe), so "
+                f"its scores mean something else now; give {spec.path} a new [study] name, or "
+                "move the database away, and run the study again"
+            )
         for key, want in expected.items():
             have = stored.get(key)
             if key == "precision" and requested == "auto":
@@ -147,10 +145,30 @@ def open_study(
                     f"{key}={have}, but {spec.path} and the data now give {key}={want}; restore "
                     "it, or give the study a new [study] name"
                 )
-    if study.metric_names is None:  # a new study, or one stored before the objective was named
+    if study.metric_names is None:
         study.set_metric_names([METRIC_NAME])
+    if spec.enqueue_seed and not created:
+        ensure_baseline(study, max_epochs=spec.fidelity.max_epochs)
     study.sampler = make_sampler(spec, offset=len(study.trials), salt=salt)
     return study
+
+
+def ensure_baseline(study: optuna.Study, *, max_epochs: int) -> bool:
+    """Enqueue the seed network unless a baseline trial has completed, is waiting, or is running
+    with a live heartbeat; returns whether it enqueued one.
+
+    A worker killed mid-trial leaves its trial RUNNING: stale ones are failed first, so a killed
+    baseline is run again by whoever opens the study next.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # does nothing without a heartbeat
+    states = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
+    for trial in study.get_trials(deepcopy=False, states=states):
+        if trial.user_attrs.get(BASELINE_ATTR):
+            return False
+    study.enqueue_trial(seed_params(max_epochs), user_attrs={BASELINE_ATTR: "seed network"})
+    return True
 
 
 def study_precision(study: optuna.Study) -> str:
@@ -164,99 +182,23 @@ def _wait_for_protocol(study: optuna.Study, timeout: float = 30.0) -> dict[str, 
     while True:
         attrs = study._storage.get_study_user_attrs(study._study_id)
         # Trials without a protocol mean the study was made by something else: no need to wait.
-        if "protocol" in attrs or study.trials or time.monotonic() > deadline:
+        # (The creator enqueues the baseline just before writing the protocol.)
+        started = any(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
+        if "protocol" in attrs or started or time.monotonic() > deadline:
             return attrs.get("protocol")
         time.sleep(0.2)
 
 
-def make_objective(
-    hypermodel: CNNHyperModel,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    spec: StudySpec,
-    on_progress: ProgressFn | None = None,
-    artifacts: str | Path | None = None,
-) -> Callable[[optuna.Trial], float]:
-    """The Optuna objective: mean validation accuracy over the study's folds.
-
-    Intermediate values, so that steps never collide: during fold 0, step `e` is the validation
-    accuracy after epoch `e` (a learning curve, steps 0..max_epochs-1); after fold `f`, step
-    `max_epochs + f` is the mean accuracy of the folds done so far. Under the Wilcoxon pruner,
-    step `f` is fold `f`'s accuracy instead, as that pruner expects.
-
-    A completed trial's per-epoch curves are attached to it as artifacts (`tuning.curves`) in
-    `artifacts` (default: `$TUNING_ARTIFACTS`, else storage/artifacts).
-    """
-    fid = spec.fidelity
-    store = artifact_store(artifacts)
-    wilcoxon = spec.search.pruner == "wilcoxon"
-    versions = library_versions()
-
-    def objective(trial: optuna.Trial) -> float:
-        hp = OptunaHyperParameters(trial)
-        done: list[float] = []
-
-        def maybe_prune(where: str) -> None:
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned {where}")
-
-        def on_epoch(fold: int, epoch: int, accuracy: float) -> None:
-            if fold == 0 and not wilcoxon:
-                trial.report(accuracy, step=epoch)
-                maybe_prune(f"at fold 1, epoch {epoch + 1}")
-
-        def on_fold(fold: int, accuracy: float) -> None:
-            done.append(accuracy)
-            trial.set_user_attr("fold_accuracies", list(done))
-            if on_progress:
-                on_progress(f"trial {trial.number}: fold {fold + 1}/{fid.folds} {accuracy:.4f}")
-            if fold + 1 < fid.folds:
-                step, value = (
-                    (fold, accuracy) if wilcoxon else (fid.max_epochs + fold, np.mean(done))
-                )
-                trial.report(float(value), step=step)
-                maybe_prune(f"after fold {fold + 1}")
-
-        trial.set_user_attr("versions", versions)
-        start = time.perf_counter()
-        try:
-            result = cross_validate(
-                lambda: hypermodel.build(hp),
-                x,
-                y,
-                folds=fid.folds,
-                seed=spec.seed,
-                fit=lambda model, xs, ys, **kw: hypermodel.fit(hp, model, xs, ys, **kw),
-                on_epoch=on_epoch,
-                on_fold=on_fold,
-            )
-        except TrainingDivergedError as exc:
-            trial.set_user_attr("fail_reason", str(exc))
-            raise
-        trial.set_user_attr("cv_std", result.std)
-        # Per-fold, per-epoch curves: a plot in the dashboard; export draws its own from them.
-        attach_curves(
-            trial,
-            result.histories,
-            store=store,
-            title=f"{trial.study.study_name}, trial #{trial.number}: CV accuracy {result.mean:.4f}",
-        )
-        trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
-        trial.set_user_attr("trial_seconds", round(time.perf_counter() - start, 2))
-        trial.set_user_attr("param_count", result.param_count)
-        return result.mean
-
-    return objective
-
-
-def load_training_data(
-    spec: StudySpec, data: str | Path | None
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """The study's training subset as (x with a channel axis, y, sha256 of the data file)."""
+def load_training_data(spec: StudySpec, data: str | Path | None) -> tuple[list[RungData], str]:
+    """Each rung's stratified training subset (images with a channel axis) and the sha256 of
+    the data file. The test split is never read here."""
     images = load_mnist(data, split="train")
-    x, y = stratified_subset(images.x, images.y, size=spec.fidelity.subset, seed=spec.seed)
-    return x[..., None], y, images.sha256
+    stratified_subset(images.x, images.y, size=spec.fidelity.largest_subset, seed=spec.seed)
+    out = []
+    for rung in spec.fidelity.ladder:
+        x, y = stratified_subset(images.x, images.y, size=rung.subset, seed=spec.seed)
+        out.append(RungData(rung, x[..., None], y))
+    return out, images.sha256
 
 
 @dataclass
@@ -267,8 +209,7 @@ class StudyRun:
     spec: StudySpec
     study: optuna.Study
     hypermodel: CNNHyperModel
-    x: np.ndarray
-    y: np.ndarray
+    data: list[RungData]
     artifacts: str | Path | None = None
 
     def optimize(
@@ -283,9 +224,9 @@ class StudyRun:
         spec = self.spec
         objective = make_objective(
             self.hypermodel,
-            self.x,
-            self.y,
+            self.data,
             spec=spec,
+            versions=library_versions(),
             on_progress=on_progress,
             artifacts=self.artifacts,
         )
@@ -297,6 +238,8 @@ class StudyRun:
             callbacks=callbacks,
             gc_after_trial=True,
         )
+        # The note's rung correlations now include this run's trials.
+        write_study_note(self.study, device=detect().describe())
         return self.study
 
 
@@ -316,7 +259,7 @@ def open_run(
     Raises:
         DataError, StorageError, StudyMismatchError: bad data, storage or stored protocol.
     """
-    x, y, sha = load_training_data(spec, data)
+    rung_data, sha = load_training_data(spec, data)
     artifact_store(artifacts)  # an unwritable artifact folder fails now, not after a trial
     max_epochs = spec.fidelity.max_epochs
     study = open_study(
@@ -329,7 +272,7 @@ def open_run(
     hypermodel = CNNHyperModel(max_epochs=max_epochs, precision=study_precision(study))
     # The dashboard's study note: protocol, space, data hash, devices, export command.
     write_study_note(study, device=detect().describe())
-    return StudyRun(spec, study, hypermodel, x, y, artifacts)
+    return StudyRun(spec, study, hypermodel, rung_data, artifacts)
 
 
 def run_study(

@@ -1,0 +1,146 @@
+"""The fidelity ladder as Optuna sees it: the step each rung reports at, each trial's rung scores,
+the best trial at the highest rung reached, and how well each rung predicts the next.
+
+A trial reports its score for rung r (the mean over the folds that rung runs) at step 3**r: steps
+1, 3, 9, ... These are exactly the rungs of Optuna's SuccessiveHalving and Hyperband pruners with
+`min_resource=1, reduction_factor=3`, so the pruner decides who climbs, and no two rungs ever
+share a step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from scipy import stats
+
+REDUCTION_FACTOR = 3
+SCORED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+RUNGS_ATTR = "rungs"  # the user attribute holding a trial's `RungRecord`s
+BASELINE_ATTR = "baseline"  # set on the seed-network trial: never pruned, the export's yardstick
+
+
+@dataclass(frozen=True)
+class RungRecord:
+    """What a trial did on one rung: its fold accuracies, their mean (the rung's score) and
+    spread, the epochs its recipe ran there and the seconds spent training."""
+
+    rung: int
+    mean: float
+    std: float
+    folds: list[float]
+    epochs: int
+    train_seconds: float
+
+    def as_attr(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_attr(cls, value: dict[str, Any]) -> RungRecord:
+        return cls(**{f.name: value[f.name] for f in dataclasses.fields(cls)})
+
+
+def rung_records(trial: FrozenTrial) -> list[RungRecord]:
+    """The trial's finished rungs, lowest first."""
+    return [RungRecord.from_attr(v) for v in trial.user_attrs.get(RUNGS_ATTR, [])]
+
+
+def rung_step(rung: int) -> int:
+    """The step at which a trial reports rung `rung` (from 0)."""
+    return REDUCTION_FACTOR**rung
+
+
+def step_rung(step: int) -> int | None:
+    """The rung reported at `step`, or None if no rung reports there."""
+    rung = round(math.log(step, REDUCTION_FACTOR)) if step >= 1 else -1
+    return rung if rung >= 0 and rung_step(rung) == step else None
+
+
+def make_pruner(name: str, *, rungs: int) -> optuna.pruners.BasePruner:
+    """The pruner that decides who climbs `rungs` rungs ("successive_halving", "hyperband",
+    "median" or "none")."""
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=REDUCTION_FACTOR, min_early_stopping_rate=0
+        )
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1,
+            max_resource=max(REDUCTION_FACTOR, rung_step(rungs - 1)),
+            reduction_factor=REDUCTION_FACTOR,
+        )
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(
+        f"pruner must be successive_halving, hyperband, median or none. Received: {name!r}"
+    )
+
+
+def rung_scores(trial: FrozenTrial) -> dict[int, float]:
+    """The trial's score at each rung it finished, from its intermediate values."""
+    scores: dict[int, float] = {}
+    for step, value in trial.intermediate_values.items():
+        rung = step_rung(step)
+        if rung is not None and value is not None and math.isfinite(value):
+            scores[rung] = float(value)
+    return scores
+
+
+def highest_rung(trial: FrozenTrial) -> int:
+    """The highest rung the trial finished, or -1 for none."""
+    return max(rung_scores(trial), default=-1)
+
+
+def best_at_highest_rung(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
+    """Among completed and pruned trials, the best-scoring one at the highest rung any reached;
+    a trial that stopped lower never wins over one scored closer to what export trains."""
+    scored = [t for t in trials if t.state in SCORED_STATES and rung_scores(t)]
+    if not scored:
+        return None
+    top = max(highest_rung(t) for t in scored)
+    at_top = [t for t in scored if top in rung_scores(t)]
+    return max(at_top, key=lambda t: (rung_scores(t)[top], -t.number))
+
+
+@dataclass(frozen=True)
+class RungCorrelation:
+    """Spearman's rank correlation between the scores of the trials that finished both rungs."""
+
+    lower: int
+    upper: int
+    trials: int
+    rho: float | None  # None with fewer than 3 trials, or when a rung's scores are all equal
+    p_value: float | None
+
+    def describe(self) -> str:
+        head = f"rung {self.lower} -> {self.upper}"
+        if self.rho is None:
+            return f"{head}: too few distinct trials to rank ({self.trials})"
+        return (
+            f"{head}: Spearman {self.rho:+.2f} over {self.trials} trials (p = {self.p_value:.2g})"
+        )
+
+
+def rung_correlations(trials: Sequence[FrozenTrial], *, rungs: int) -> list[RungCorrelation]:
+    """How well each rung's ranking predicts the next one's, from the study's own trials.
+
+    Only trials that were promoted reach the upper rung, so each figure describes the best part
+    of the lower rung's ranking; that is the part the pruner relies on.
+    """
+    scored = [rung_scores(t) for t in trials if t.state in SCORED_STATES]
+    out = []
+    for lower in range(rungs - 1):
+        pairs = [(s[lower], s[lower + 1]) for s in scored if lower in s and lower + 1 in s]
+        rho = p_value = None
+        if len(pairs) >= 3 and len({a for a, _ in pairs}) > 1 and len({b for _, b in pairs}) > 1:
+            result = stats.spearmanr([a for a, _ in pairs], [b for _, b in pairs])
+            rho, p_value = float(result.statistic), float(result.pvalue)
+        out.append(RungCorrelation(lower, lower + 1, len(pairs), rho, p_value))
+    return out
