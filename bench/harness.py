@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tuning.config import StudySpec, load_spec
+from tuning.config import Rung, StudySpec, load_spec
 from tuning.data import load_mnist, stratified_subset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +26,17 @@ def bench_data(subset: int, *, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bench_spec(
-    *, subset: int, folds: int, max_epochs: int, seed: int = 42, **search: Any
+    *,
+    subset: int,
+    folds: int,
+    max_epochs: int,
+    seed: int = 42,
+    rungs: Sequence[Rung] = (),
+    **search: Any,
 ) -> StudySpec:
-    """The default study file with another fidelity, seed and (optionally) search settings."""
+    """The default study file with another fidelity, seed and (optionally) search settings.
+
+    The fidelity is one rung (k-fold CV on `subset` images), or the ladder `rungs` if given."""
     spec = load_spec(DEFAULT_STUDY)
     return dataclasses.replace(
         spec,
@@ -35,7 +44,11 @@ def bench_spec(
         seed=seed,
         enqueue_seed=False,
         fidelity=dataclasses.replace(
-            spec.fidelity, subset=subset, folds=folds, max_epochs=max_epochs
+            spec.fidelity,
+            subset=subset,
+            folds=folds,
+            max_epochs=max_epochs,
+            rungs=tuple(rungs),
         ),
         search=dataclasses.replace(spec.search, **search),
     )

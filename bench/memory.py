@@ -24,10 +24,14 @@ import numpy as np
 import optuna
 
 from bench.common import rss_mib, save
+from bench.harness import ROOT
+from tuning.artifacts import ENV_ARTIFACTS
 from tuning.config import load_spec
+from tuning.objective import make_objective
 from tuning.space import CNNHyperModel, seed_params
-from tuning.study import load_training_data, make_objective, open_study
+from tuning.study import library_versions, load_training_data, open_study
 
+SMOKE = ROOT / "studies" / "smoke.toml"
 STUDY = """
 [study]
 name = "bench_memory"
@@ -47,17 +51,28 @@ def _slope(samples: list[float]) -> float:
 
 
 def _in_process(trials: int) -> list[float]:
-    spec = load_spec("studies/smoke.toml")
-    spec = dataclasses.replace(spec, fidelity=dataclasses.replace(spec.fidelity, subset=1000))
-    x, y, _ = load_training_data(spec, os.environ.get("TUNING_MNIST"))
-    objective = make_objective(CNNHyperModel(max_epochs=1), x, y, spec=spec)
+    spec = load_spec(SMOKE)
+    spec = dataclasses.replace(
+        spec, fidelity=dataclasses.replace(spec.fidelity, subset=1000, rungs=())
+    )
+    data, _ = load_training_data(spec, os.environ.get("TUNING_MNIST"))
     study = optuna.create_study(direction="maximize")
     for _ in range(trials):
         study.enqueue_trial(seed_params(1))
     samples: list[float] = []
-    study.optimize(
-        objective, n_trials=trials, callbacks=[lambda s, t: samples.append(round(rss_mib(), 1))]
-    )
+    with tempfile.TemporaryDirectory() as artifacts:
+        objective = make_objective(
+            CNNHyperModel(max_epochs=1),
+            data,
+            spec=spec,
+            versions=library_versions(),
+            artifacts=artifacts,
+        )
+        study.optimize(
+            objective,
+            n_trials=trials,
+            callbacks=[lambda s, t: samples.append(round(rss_mib(), 1))],
+        )
     return samples
 
 
@@ -79,7 +94,7 @@ def _tuning_study(trials: int) -> dict[str, Any]:
         study_file.write_text(STUDY)
         url = f"sqlite:///{tmp}/memory.db"
         spec = load_spec(study_file)
-        _, _, sha = load_training_data(spec, os.environ.get("TUNING_MNIST"))
+        _, sha = load_training_data(spec, os.environ.get("TUNING_MNIST"))
         study = open_study(
             spec, storage=url, data_sha256=sha, hypermodel=CNNHyperModel(max_epochs=1)
         )
@@ -87,7 +102,8 @@ def _tuning_study(trials: int) -> dict[str, Any]:
             study.enqueue_trial(seed_params(1))
         cmd = [sys.executable, "-m", "tuning.cli", "study", str(study_file), "--no-progress"]
         cmd += ["--storage", url, "--trials", str(trials)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {**os.environ, ENV_ARTIFACTS: str(Path(tmp) / "artifacts")}  # not storage/
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         statm = Path(f"/proc/{proc.pid}/statm")
         samples: list[float] = []
         while proc.poll() is None:

@@ -1,13 +1,13 @@
 """Storage and reporting cost per trial, in ms, with no training.
 
-Each trial does what `tuning.study.make_objective` does to its storage for the default study
-(3 folds, 10 epochs): `ask` with the seed network's 13 hyperparameters, the `versions` user
-attribute, one `report` + `should_prune` per epoch of fold 1 and per fold but the last, the
-`fold_accuracies` attribute after each fold, then `cv_std`, the curves artifacts (a JSON file of
-per fold, per epoch loss, accuracy, val_loss, val_accuracy, and a plot-sized file, uploaded to a
-temporary artifact folder), `train_seconds`, `trial_seconds`, `param_count`, and `tell`. The
-pruner is the study's Hyperband; its decisions are ignored so that every trial does the same
-work. Backends:
+Each trial does what `tuning.objective.make_objective` does to its storage for the default
+study's rung ladder: `ask` with the seed network's hyperparameters (network and recipe), the
+`versions` user attribute, then per rung the `rungs`, `fold_accuracies`, `cv_std`,
+`param_count` and `train_seconds` attributes, one `report` (at step 3**rung) and, below the top
+rung, one `should_prune`; then `trial_seconds`, the curves artifacts of the last rung (a JSON
+file of per fold, per epoch loss, accuracy, val_loss, val_accuracy, and a plot-sized file,
+uploaded to a temporary artifact folder), and `tell`. The pruner is the study's; its decisions
+are ignored so that every trial does the same work. Backends:
 
 - in-memory storage, as a floor;
 - SQLite through `tuning.storage.open_storage` (WAL, busy timeout, heartbeat), one process;
@@ -43,6 +43,7 @@ from optuna.distributions import BaseDistribution
 from bench import common
 from bench.harness import DEFAULT_STUDY, load_average
 from tuning.config import load_spec
+from tuning.rungs import RUNGS_ATTR, RungRecord, rung_step
 from tuning.storage import open_storage
 
 ENV_POSTGRES = "TUNING_TEST_POSTGRES"
@@ -58,32 +59,36 @@ def _quiet() -> None:
 def _trial(
     study: optuna.Study,
     dists: dict[str, BaseDistribution],
-    folds: int,
+    folds: list[int],
     epochs: int,
     versions: dict[str, str],
     rng: random.Random,
 ) -> float:
-    """One trial's storage traffic as the objective writes it; returns its seconds."""
+    """One trial's storage traffic as the objective writes it, climbing every rung (`folds`:
+    the folds each rung runs); returns its seconds."""
     start = time.perf_counter()
     trial = study.ask(fixed_distributions=dists)
     trial.set_user_attr("versions", versions)
-    for epoch in range(epochs):
-        trial.report(rng.uniform(0.8, 0.99), step=epoch)
-        trial.should_prune()
+    records: list[dict[str, Any]] = []
     done: list[float] = []
-    for fold in range(folds):
-        done.append(rng.uniform(0.9, 0.99))
-        trial.set_user_attr("fold_accuracies", list(done))
-        if fold + 1 < folds:
-            trial.report(statistics.fmean(done), step=epochs + fold)
+    for rung, rung_folds in enumerate(folds):
+        done = [rng.uniform(0.9, 0.99) for _ in range(rung_folds)]
+        mean = statistics.fmean(done)
+        records.append(
+            RungRecord(rung, mean, statistics.pstdev(done), done, epochs, 10.0).as_attr()
+        )
+        trial.set_user_attr(RUNGS_ATTR, records)
+        trial.set_user_attr("fold_accuracies", done)
+        trial.set_user_attr("cv_std", statistics.pstdev(done))
+        trial.set_user_attr("param_count", 421_642)
+        trial.set_user_attr("train_seconds", 10.0 * (rung + 1))
+        trial.report(mean, step=rung_step(rung))
+        if rung + 1 < len(folds):
             trial.should_prune()
-    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
-    histories = [{k: [rng.random() for _ in range(epochs)] for k in keys} for _ in range(folds)]
-    trial.set_user_attr("cv_std", statistics.pstdev(done))
-    _upload_curves(trial, histories)
-    trial.set_user_attr("train_seconds", 100.0)
     trial.set_user_attr("trial_seconds", 101.0)
-    trial.set_user_attr("param_count", 421_642)
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+    histories = [{k: [rng.random() for _ in range(epochs)] for k in keys} for _ in done]
+    _upload_curves(trial, histories)
     study.tell(trial, statistics.fmean(done))
     return time.perf_counter() - start
 
@@ -142,8 +147,9 @@ def _seed_distributions() -> tuple[dict[str, BaseDistribution], dict[str, str], 
     study.enqueue_trial(seed_params(spec.fidelity.max_epochs))
     trial = study.ask()
     hypermodel = CNNHyperModel(max_epochs=spec.fidelity.max_epochs)
-    hypermodel.build(OptunaHyperParameters(trial))
-    hypermodel.fit_options(OptunaHyperParameters(trial))
+    hp = OptunaHyperParameters(trial)
+    hypermodel.build(hp)  # the network's hyperparameters, and the recipe's (build compiles by it)
+    hypermodel.recipe(hp)
     import keras
 
     keras.backend.clear_session()
@@ -183,7 +189,8 @@ def run(*, quick: bool) -> dict[str, Any]:
     chunks = 2 if quick else 4
     dists, versions, pruner = _seed_distributions()
     spec = load_spec(DEFAULT_STUDY)
-    folds, epochs = spec.fidelity.folds, spec.fidelity.max_epochs
+    folds = [rung.folds_run for rung in spec.fidelity.ladder]
+    epochs = spec.fidelity.max_epochs
     postgres = os.environ.get(ENV_POSTGRES)
     load_before = load_average()
     rows: list[dict[str, Any]] = []
@@ -248,7 +255,8 @@ def run(*, quick: bool) -> dict[str, Any]:
                 optuna.delete_study(study_name=name, storage=open_storage(postgres))
     result = {
         "trials_per_backend": n,
-        "folds": folds,
+        "rungs": len(folds),
+        "folds_per_rung": folds,
         "epochs": epochs,
         "postgres": bool(postgres),
         "load_before": load_before,
@@ -256,8 +264,9 @@ def run(*, quick: bool) -> dict[str, Any]:
         "rows": rows,
     }
     table = (
-        f"Per trial: ask + {len(dists)} parameters, {epochs + folds - 1} reports and pruning "
-        f"checks, {folds + 7} user-attribute writes, tell ({n} trials per backend; load average "
+        f"Per trial: ask + {len(dists)} parameters, {len(folds)} reports and "
+        f"{len(folds) - 1} pruning checks ({len(folds)} rungs), {5 * len(folds) + 2} "
+        f"user-attribute writes, 2 artifacts, tell ({n} trials per backend; load average "
         f"before/after {load_before} / {result['load_after']}"
         f"{'' if postgres else '; PostgreSQL not measured: TUNING_TEST_POSTGRES unset'}).\n\n"
         "| storage | processes | median ms/trial | mean ms/trial | mean, last quarter | "

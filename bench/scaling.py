@@ -1,7 +1,9 @@
 """How the cost of one trial grows with the training subset, the number of folds and the epochs.
 
-The seed network (batch 32) is scored by `cross_validate` on a grid around a base configuration,
-one factor changed at a time; the configurations run round-robin (order reversed each round) and
+The seed network, trained by its seed recipe (`CNNHyperModel.fit` -> `tuning.recipe.train`: batch
+32, cosine decay, augmentation, the trial's own training function) with its epochs set to the
+configuration's, is scored by `cross_validate` on a grid around a base configuration, one factor
+changed at a time; the configurations run round-robin (order reversed each round) and
 the fastest of the rounds is kept for each, the usual way to time on a shared machine. Per epoch,
 k-fold CV on a subset of S images trains (k-1)/k * S images per fold, (k-1) * S in all, and
 validates S, so trial time should be about
@@ -59,7 +61,9 @@ def _time_trial(
         y[:subset],
         folds=folds,
         seed=SEED,
-        fit=lambda model, xs, ys, **kw: model.fit(xs, ys, batch_size=32, epochs=epochs, **kw),
+        fit=lambda model, xs, ys, **kw: hypermodel.fit(
+            seed_hp(), model, xs, ys, epochs=epochs, **kw
+        ),
     )
     return time.perf_counter() - start
 
@@ -118,7 +122,8 @@ def run(*, quick: bool) -> dict[str, Any]:
         "rows": rows,
     }
     table = (
-        f"Seed network, batch 32; fastest of {rounds} interleaved rounds; load average "
+        f"Seed network, seed recipe (batch 32, augmentation); fastest of {rounds} interleaved "
+        "rounds; load average "
         f"before/after {load_before} / {result['load_after']}.\n\n"
         "| changed | subset | folds | epochs | trained images ((k-1)·S·epochs) | trial s "
         "| ratio to base | trained-images ratio | fitted s |\n"

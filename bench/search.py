@@ -1,33 +1,45 @@
-"""Search efficiency: our study (TPE + Hyperband pruning) against KerasTuner Hyperband and
-RandomSearch, on the same HyperModel, the same k-fold score and the same budget of epochs.
+"""Search efficiency: our study (the default study's sampler and pruner, over a ladder of rungs)
+against KerasTuner Hyperband and RandomSearch, on the same HyperModel, the same final score and
+the same budget of trained images.
 
-- **Score.** Every searcher scores a configuration by `tuning.cv.cross_validate`'s mean over the
-  same stratified folds of the same training subset (a seed fixes subset, folds and weights).
-- **Compute** is counted the same way for all three: every epoch trained on one fold's training
-  part is one *fold-epoch*, counted by a callback in the HyperModel's `fit`. Each searcher gets
-  the same budget of fold-epochs; an epoch that would exceed it is never started (the trial it
-  belongs to is dropped), so no searcher spends more than the budget.
-- **Ours**: `make_sampler` / `make_pruner` / `make_objective` of the default study file, only the
-  fidelity, seed and `n_startup_trials` scaled down to the budget. The seed network is not
-  enqueued (KerasTuner has no such head start). Pruned trials spend epochs but give no score.
+- **Score.** A configuration's score is `tuning.cv.cross_validate`'s mean over the same
+  stratified folds of the same training subset (a seed fixes subset, folds and weights), trained
+  by the configuration's own recipe (`CNNHyperModel.fit` -> `tuning.recipe.train`). For ours this
+  is the top rung of the ladder; only that score is compared.
+- **Compute** is counted the same way for all three: every epoch trained is worth the images it
+  trained on (*image-epochs*: one epoch on a fold's 750 training images counts 750), counted by a
+  callback in the HyperModel's `fit`. The budget is given in *fold-epochs of the top rung* (one
+  epoch on one fold's training part of the full subset) and converted to image-epochs, so a
+  cheap rung of ours costs what it trains, no more. An epoch that would take a searcher past the
+  budget is never started (the trial it belongs to is dropped), so no searcher spends more.
+- **Ours**: `make_sampler` / `make_pruner` / `make_objective` of the default study file, with a
+  small rung ladder for the bench (`bench_ladder`: one fold of a third of the subset for a third
+  of the epochs, one fold of the subset, then all its folds = the common score), the seed and
+  `n_startup_trials` scaled down to the budget (all three build in float32, whatever the study
+  file's precision). The seed network is not enqueued (KerasTuner has no such head start).
+  Pruned trials spend image-epochs but give no score; rung scores below the top are not compared.
 - **KerasTuner**: `kt.Hyperband` and `kt.RandomSearch` subclassed so `run_trial` returns the same
-  CV mean. Hyperband's `tuner/epochs` replaces the sampled `epochs`; a trial it promotes
-  continues its parent's weights, fold by fold, from `tuner/initial_epoch` (as KerasTuner's own
-  `run_trial` does from a checkpoint), so only the new epochs are trained and counted.
-  RandomSearch trains each configuration for its sampled `epochs`.
+  CV mean. Hyperband's `tuner/epochs` replaces the sampled `epochs` (the recipe's `fit` takes
+  `epochs`); a trial it promotes continues its parent's weights, fold by fold, and trains only
+  the new `tuner/epochs - tuner/initial_epoch` epochs (so only those are counted). The recipe
+  lays its learning-rate schedule over the epochs it is given, so a continued trial restarts
+  the schedule for its new epochs (a warm restart, where plain Keras would resume a constant
+  rate). RandomSearch trains each configuration for its sampled `epochs`.
 
 Every searcher scores through `cross_validate`, so all of them get its one-time `gc.freeze()` of
-long-lived objects (wall-clock only; compute is counted in fold-epochs).
+long-lived objects (wall-clock only; compute is counted in image-epochs).
 
-Per searcher and seed: the best CV accuracy within the budget and the fold-epochs at which it was
-first reached; across searchers: the fold-epochs each needed to reach KerasTuner Hyperband's best
-(our goal: at most half of what Hyperband needed) and to reach a common target (the lowest of the
-three bests, so every searcher reaches it).
+Per searcher and seed: the best CV accuracy within the budget and the image-epochs at which it
+was first reached; across searchers: the image-epochs each needed to reach KerasTuner
+Hyperband's best (our goal: at most half of what Hyperband needed) and to reach a common target
+(the lowest of the three bests, so every searcher reaches it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import pickle
 import tempfile
 import time
@@ -40,27 +52,40 @@ import numpy as np
 import optuna
 
 from bench.common import save
-from bench.harness import bench_data, bench_spec, load_average, spread
-from tuning.config import StudySpec
-from tuning.cv import cross_validate
+from bench.harness import bench_spec, load_average, spread
+from tuning.config import Rung, StudySpec
+from tuning.cv import cross_validate, fold_indices
 from tuning.errors import TrainingDivergedError
+from tuning.objective import RungData, make_objective
 from tuning.space import CNNHyperModel
-from tuning.study import make_objective, make_pruner, make_sampler
+from tuning.study import library_versions, load_training_data, make_pruner, make_sampler
 
 SEARCHERS = ("ours", "kt_hyperband", "kt_random")
 OBJECTIVE = "cv_accuracy"
 
 
 class BudgetSpent(kt.errors.FatalError):
-    """The searcher has used its fold-epochs; KerasTuner lets a FatalError end `search`."""
+    """The searcher has used its image-epochs; KerasTuner lets a FatalError end `search`."""
+
+
+def bench_ladder(subset: int, folds: int, *, quick: bool) -> tuple[Rung, ...]:
+    """Our rungs, cheapest first; the top one is the score every searcher is compared on."""
+    top = Rung(subset, folds)
+    if quick:  # two rungs: a trial of the tiny quick budget can still finish
+        return Rung(subset // 2, folds, run_folds=1), top
+    return (
+        Rung(subset // 3, folds, run_folds=1, epoch_scale=1 / 3),
+        Rung(subset, folds, run_folds=1),
+        top,
+    )
 
 
 class Ledger:
-    """Fold-epochs spent and the best score so far, after every scored trial."""
+    """Image-epochs spent and the best score so far, after every scored trial."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.epochs = 0
+        self.spent = 0
         self.start = time.perf_counter()
         self.trace: list[dict[str, Any]] = []
         self.best = float("-inf")
@@ -72,44 +97,50 @@ class Ledger:
             self.best = max(self.best, score)
         self.trace.append(
             {
-                "epochs": self.epochs,
+                "image_epochs": self.spent,
                 "seconds": round(time.perf_counter() - self.start, 1),
                 "score": None if score is None else round(score, 4),
                 "best": None if self.best == float("-inf") else round(self.best, 4),
             }
         )
 
-    def epochs_to_reach(self, target: float) -> int | None:
-        """Fold-epochs spent when the best first reached `target`; None if it never did."""
+    def spent_to_reach(self, target: float) -> int | None:
+        """Image-epochs spent when the best first reached `target`; None if it never did."""
         for point in self.trace:
             if point["best"] is not None and point["best"] >= round(target, 4) - 1e-9:
-                return int(point["epochs"])
+                return int(point["image_epochs"])
         return None
 
 
 class _EpochCounter(keras.callbacks.Callback):
-    def __init__(self, ledger: Ledger) -> None:
+    """Counts each epoch as the `images` it trains on; refuses one that would pass the budget."""
+
+    def __init__(self, ledger: Ledger, images: int) -> None:
         super().__init__()
         self.ledger = ledger
+        self.images = images
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.ledger.epochs >= self.ledger.budget:
-            raise BudgetSpent(f"budget of {self.ledger.budget} fold-epochs spent")
+        if self.ledger.spent + self.images > self.ledger.budget:
+            raise BudgetSpent(f"budget of {self.ledger.budget} image-epochs spent")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.ledger.epochs += 1
+        self.ledger.spent += self.images
 
 
 class CountingHyperModel(CNNHyperModel):
-    """The project's HyperModel; its `fit` counts fold-epochs and enforces the budget."""
+    """The project's HyperModel; its `fit` (the recipe) counts image-epochs and keeps the budget."""
 
     def __init__(self, ledger: Ledger, *, max_epochs: int) -> None:
         super().__init__(max_epochs=max_epochs)
         self.ledger = ledger
 
-    def fit(self, hp: Any, model: keras.Model, *args: Any, **kwargs: Any) -> Any:
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), _EpochCounter(self.ledger)]
-        return super().fit(hp, model, *args, **kwargs)
+    def fit(
+        self, hp: Any, model: keras.Model, x: np.ndarray, y: np.ndarray, **kwargs: Any
+    ) -> keras.callbacks.History:
+        counter = _EpochCounter(self.ledger, len(x))
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), counter]
+        return super().fit(hp, model, x, y, **kwargs)
 
 
 class _CrossValidated:
@@ -121,16 +152,15 @@ class _CrossValidated:
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
         hp = trial.hyperparameters
         ledger: Ledger = self.hypermodel.ledger
-        if ledger.epochs >= ledger.budget:
+        if ledger.spent >= ledger.budget:
             raise BudgetSpent("budget spent")
         values = hp.values
-        extra: dict[str, int] = {}
-        if "tuner/epochs" in values:  # Hyperband: train up to its epochs, from its initial one
-            extra = {
-                "epochs": values["tuner/epochs"],
-                "initial_epoch": values["tuner/initial_epoch"],
-            }
         parent = values.get("tuner/trial_id")
+        extra: dict[str, int] = {}
+        if "tuner/epochs" in values:
+            # Hyperband: up to its epochs; a promoted trial trains only the epochs its parent
+            # has not (tuner/initial_epoch is 0 for a new one).
+            extra = {"epochs": values["tuner/epochs"] - values["tuner/initial_epoch"]}
         weights: Path = self.cv["weights"]
         fold = {"n": -1}
 
@@ -145,7 +175,7 @@ class _CrossValidated:
 
         def fit(model: keras.Model, xs: np.ndarray, ys: np.ndarray, **kw: Any) -> Any:
             history = self.hypermodel.fit(hp, model, xs, ys, **extra, **kw)
-            if extra and extra["epochs"] < self.hypermodel.max_epochs:  # may be continued
+            if extra and values["tuner/epochs"] < self.hypermodel.max_epochs:  # may continue
                 with open(weights / f"{trial.trial_id}-{fold['n']}.pkl", "wb") as handle:
                     pickle.dump(model.get_weights(), handle)
             return history
@@ -174,7 +204,7 @@ class CVRandomSearch(_CrossValidated, kt.RandomSearch):
     """KerasTuner RandomSearch scored by our k-fold CV."""
 
 
-def _run_ours(spec: StudySpec, x: np.ndarray, y: np.ndarray, ledger: Ledger) -> None:
+def _run_ours(spec: StudySpec, data: list[RungData], ledger: Ledger, tmp: Path) -> None:
     hypermodel = CountingHyperModel(ledger, max_epochs=spec.fidelity.max_epochs)
     study = optuna.create_study(  # a fixed name: Hyperband assigns brackets by a hash of it
         study_name=spec.name,
@@ -191,17 +221,22 @@ def _run_ours(spec: StudySpec, x: np.ndarray, y: np.ndarray, ledger: Ledger) -> 
         ):
             ledger.record(None)
 
+    objective = make_objective(
+        hypermodel, data, spec=spec, versions=library_versions(), artifacts=tmp / "artifacts"
+    )
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the last, cut-off trial logs a failure
-    with contextlib.suppress(BudgetSpent):
-        study.optimize(
-            make_objective(hypermodel, x, y, spec=spec),
-            n_trials=100_000,
-            catch=(TrainingDivergedError,),
-            callbacks=[after],
-            gc_after_trial=True,
-        )
-    optuna.logging.set_verbosity(verbosity)
+    try:
+        with contextlib.suppress(BudgetSpent):
+            study.optimize(
+                objective,
+                n_trials=100_000,
+                catch=(TrainingDivergedError,),
+                callbacks=[after],
+                gc_after_trial=True,
+            )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _run_kt(
@@ -241,29 +276,52 @@ def _run_kt(
 
 
 def _one_seed(
-    seed: int, *, subset: int, folds: int, max_epochs: int, budget: int, startup: int, factor: int
+    seed: int,
+    *,
+    subset: int,
+    folds: int,
+    max_epochs: int,
+    budget_fold_epochs: int,
+    startup: int,
+    factor: int,
+    quick: bool,
 ) -> dict[str, Any]:
     spec = bench_spec(
-        subset=subset, folds=folds, max_epochs=max_epochs, seed=seed, n_startup_trials=startup
+        subset=subset,
+        folds=folds,
+        max_epochs=max_epochs,
+        seed=seed,
+        rungs=bench_ladder(subset, folds, quick=quick),
+        n_startup_trials=startup,
     )
-    x, y = bench_data(subset, seed=seed)
+    data, _ = load_training_data(spec, os.environ.get("TUNING_MNIST"))
+    top = data[-1]  # every searcher's score: all folds of the whole subset, full epochs
+    assert top.rung == Rung(subset, folds), top.rung
+    x, y = top.x, top.y
+    train_images = len(fold_indices(y, folds=folds, seed=seed)[0][0])
+    budget = budget_fold_epochs * train_images
     runs: dict[str, Ledger] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in SEARCHERS:
             ledger = Ledger(budget)
             if name == "ours":
-                _run_ours(spec, x, y, ledger)
+                _run_ours(spec, data, ledger, Path(tmp))
             else:
                 _run_kt(name, spec, x, y, ledger, Path(tmp), factor)
             runs[name] = ledger
             keras.backend.clear_session()
-    out: dict[str, Any] = {"seed": seed}
+    out: dict[str, Any] = {
+        "seed": seed,
+        "budget": budget,
+        "sampler": spec.search.sampler,
+        "pruner": spec.search.pruner,
+    }
     for name, ledger in runs.items():
         scored = [p for p in ledger.trace if p["score"] is not None]
         out[name] = {
             "best": round(ledger.best, 4) if scored else None,
-            "epochs_to_best": ledger.epochs_to_reach(ledger.best) if scored else None,
-            "epochs_spent": ledger.epochs,
+            "image_epochs_to_best": ledger.spent_to_reach(ledger.best) if scored else None,
+            "image_epochs_spent": ledger.spent,
             "seconds": ledger.trace[-1]["seconds"] if ledger.trace else None,
             "trials_scored": len(scored),
             "trials_unscored": len(ledger.trace) - len(scored),
@@ -274,14 +332,15 @@ def _one_seed(
     hb_best = out["kt_hyperband"]["best"]
     common_target = min(bests) if len(bests) == len(SEARCHERS) else None
     for name, ledger in runs.items():
-        out[name]["epochs_to_kt_hyperband_best"] = (
-            ledger.epochs_to_reach(hb_best) if hb_best is not None else None
+        out[name]["image_epochs_to_kt_hyperband_best"] = (
+            ledger.spent_to_reach(hb_best) if hb_best is not None else None
         )
-        out[name]["epochs_to_common_target"] = (
-            ledger.epochs_to_reach(common_target) if common_target is not None else None
+        out[name]["image_epochs_to_common_target"] = (
+            ledger.spent_to_reach(common_target) if common_target is not None else None
         )
     out["common_target"] = common_target
-    ours, hb = out["ours"]["epochs_to_kt_hyperband_best"], out["kt_hyperband"]["epochs_to_best"]
+    ours = out["ours"]["image_epochs_to_kt_hyperband_best"]
+    hb = out["kt_hyperband"]["image_epochs_to_best"]
     out["ours_over_kt_hyperband_compute"] = round(ours / hb, 3) if ours and hb else None
     out["goal_met"] = bool(ours and hb and ours <= 0.5 * hb)
     return out
@@ -291,11 +350,11 @@ def _summary(seeds: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for name in SEARCHERS:
         row: dict[str, Any] = {}
-        for key in ("best", "epochs_to_best", "epochs_to_common_target", "seconds"):
+        for key in ("best", "image_epochs_to_best", "image_epochs_to_common_target", "seconds"):
             values = [s[name][key] for s in seeds if s[name][key] is not None]
             row[key] = spread(values, 4) if values else None
         row["reached_kt_hyperband_best"] = sum(
-            s[name]["epochs_to_kt_hyperband_best"] is not None for s in seeds
+            s[name]["image_epochs_to_kt_hyperband_best"] is not None for s in seeds
         )
         summary[name] = row
     ratios = [s["ours_over_kt_hyperband_compute"] for s in seeds]
@@ -313,34 +372,39 @@ def _cell(stats: dict[str, float] | None, digits: int) -> str:
 def _table(result: dict[str, Any]) -> str:
     sizes, summary, n = result["sizes"], result["summary"], len(result["seeds"])
     labels = {
-        "ours": "ours: TPE + Hyperband pruning",
+        "ours": f"ours: {result['sampler']} + {result['pruner']} over {len(sizes['ladder'])} rungs",
         "kt_hyperband": "KerasTuner Hyperband",
         "kt_random": "KerasTuner RandomSearch",
     }
+    ladder = "; ".join(
+        f"rung {i}: {Rung(**rung).describe()}" for i, rung in enumerate(sizes["ladder"])
+    )
     lines = [
+        f"{'QUICK RUN (too small to judge the goal). ' if result['quick'] else ''}"
         f"{sizes['subset']} images, {sizes['folds']}-fold CV, max_epochs {sizes['max_epochs']}, "
         f"KerasTuner Hyperband factor {sizes['factor']}, TPE start-up trials {sizes['startup']}, "
-        f"budget {sizes['budget']} fold-epochs per searcher, seeds {result['seed_list']} "
-        f"(mean ± std over {n}); load average before/after {result['load_before']} / "
-        f"{result['load_after']}.",
+        f"budget {sizes['budget_fold_epochs']} fold-epochs = {result['budget']:,} image-epochs "
+        f"per searcher, seeds {result['seed_list']} (mean ± std over {n}); our rungs: {ladder}; "
+        f"load average before/after {result['load_before']} / {result['load_after']}.",
         "",
-        "| searcher | best CV accuracy | fold-epochs to its best | fold-epochs to common target "
-        "| reached KT Hyperband's best (seeds) | wall seconds |",
+        "| searcher | best CV accuracy | image-epochs to its best "
+        "| image-epochs to common target | reached KT Hyperband's best (seeds) | wall seconds |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name in SEARCHERS:
         row = summary[name]
         lines.append(
-            f"| {labels[name]} | {_cell(row['best'], 4)} | {_cell(row['epochs_to_best'], 1)} | "
-            f"{_cell(row['epochs_to_common_target'], 1)} | {row['reached_kt_hyperband_best']}/{n} "
-            f"| {_cell(row['seconds'], 0)} |"
+            f"| {labels[name]} | {_cell(row['best'], 4)} | "
+            f"{_cell(row['image_epochs_to_best'], 0)} | "
+            f"{_cell(row['image_epochs_to_common_target'], 0)} | "
+            f"{row['reached_kt_hyperband_best']}/{n} | {_cell(row['seconds'], 0)} |"
         )
     ratios = ", ".join(
         "never" if r is None else str(r) for r in summary["ours_over_kt_hyperband_compute"]
     )
     lines += [
         "",
-        "Our fold-epochs to reach KT Hyperband's best / Hyperband's fold-epochs to its best, "
+        "Our image-epochs to reach KT Hyperband's best / Hyperband's image-epochs to its best, "
         f"per seed: {ratios}. Goal (<= 0.5) met in {summary['goal_met_seeds']} of {n} seeds.",
     ]
     return "\n".join(lines)
@@ -349,23 +413,35 @@ def _table(result: dict[str, Any]) -> str:
 def run(*, quick: bool) -> dict[str, Any]:
     if quick:
         # Factor 2 makes Hyperband's first bracket promote a trial within this tiny budget.
-        sizes = {"subset": 200, "folds": 2, "max_epochs": 2, "budget": 6, "startup": 2, "factor": 2}
+        sizes: dict[str, Any] = {
+            "subset": 200,
+            "folds": 2,
+            "max_epochs": 2,
+            "budget_fold_epochs": 6,
+            "startup": 2,
+            "factor": 2,
+        }
         seeds = [1]
     else:
         sizes = {
             "subset": 1500,
             "folds": 2,
             "max_epochs": 3,
-            "budget": 72,
+            "budget_fold_epochs": 72,
             "startup": 4,
             "factor": 3,
         }
         seeds = [1, 2, 3, 4]
+    ladder = bench_ladder(sizes["subset"], sizes["folds"], quick=quick)
     load_before = load_average()
     start = time.perf_counter()
-    per_seed = [_one_seed(seed, **sizes) for seed in seeds]
+    per_seed = [_one_seed(seed, **sizes, quick=quick) for seed in seeds]
     result = {
-        "sizes": sizes,
+        "quick": quick,
+        "sizes": {**sizes, "ladder": [dataclasses.asdict(rung) for rung in ladder]},
+        "budget": per_seed[0]["budget"],
+        "sampler": per_seed[0]["sampler"],
+        "pruner": per_seed[0]["pruner"],
         "seed_list": seeds,
         "load_before": load_before,
         "load_after": load_average(),

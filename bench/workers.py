@@ -1,7 +1,7 @@
 """Trials per hour on this machine: 1 worker x all cores against W workers x (cores / W) threads.
 
-Each layout runs `tuning worker` processes on a fresh SQLite study for the same wall-clock
-budget; trials that finished in that time are counted.
+Each layout runs `tuning worker` processes on a fresh SQLite study (one rung: 2-fold CV, recipes
+of 1-2 epochs) for the same wall-clock budget; trials that finished in that time are counted.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.common import save
+from tuning.artifacts import ENV_ARTIFACTS
 
 STUDY = """
 [study]
@@ -44,9 +45,12 @@ def _layout(workers: int, threads: int, seconds: float, subset: int) -> dict[str
         cmd = [sys.executable, "-m", "tuning.cli", "worker", str(study_file), "--storage", url]
         cmd += ["--threads", str(threads), "--timeout", str(seconds), "--trials", "10000"]
         cmd += ["--no-progress"]
+        env = {**os.environ, ENV_ARTIFACTS: str(Path(tmp) / "artifacts")}  # not storage/
         start = time.perf_counter()
         procs = [
-            subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+            )
             for _ in range(workers)
         ]
         for proc in procs:

@@ -3,7 +3,8 @@
 No timing is asserted here (speed targets belong to the benchmarks themselves); these tests check
 that each script runs, writes the fields the README table is built from, and that its
 bookkeeping is right: the same network in both training loops, budgets never exceeded, KerasTuner
-Hyperband's promoted trials continuing from their parent's weights.
+Hyperband's promoted trials continuing from their parent's weights, and the rung correlations
+of a stored study made up trial by trial (no training), whose Spearman values are known.
 """
 
 from __future__ import annotations
@@ -50,19 +51,28 @@ def test_throughput_quick(bench_out: Path) -> None:
 
     throughput.run(quick=True)
     result = _saved(bench_out, "throughput")
+    variants = result["variants"]
+    rows = {row["variant"]: row for row in variants["rows"]}
+    assert list(rows) == list(throughput.VARIANTS)  # quick runs every variant, bfloat16 too
+    (runs,) = variants["rounds"]
+    for name in throughput.VARIANTS:
+        assert runs[name]["seconds"] > runs[name]["train_seconds"] > 0
+        assert 0.0 <= runs[name]["val_accuracy"] <= 1.0
+        assert rows[name]["speedup"]["median"] > 0
+    assert rows["before"]["speedup"]["median"] == 1.0  # the reference itself
+    assert rows["before"]["accuracy_change"]["mean"] == 0.0
+    # Steps per call change how batches reach the training step, not the updates.
+    assert runs["spe1"]["val_accuracy"] == pytest.approx(runs["recipe"]["val_accuracy"], abs=0.01)
+    assert variants["augmentation_share"]["median"] < 1.0
+    assert isinstance(variants["goal_speedup_met"], bool)
+    assert isinstance(variants["goal_augmentation_share_met"], bool)
     loop = result["loop"]
     (row,) = loop["rounds"]
-    for name in throughput.OURS:
-        assert row[f"{name}_ratio"] > 0 and row[f"{name}_seconds"] > 0
+    assert row["ratio"] > 0 and row["ours_seconds"] > 0 and row["bare_seconds"] > 0
     assert isinstance(loop["goal_met"], bool)
-    # Same seed network, seeds and folds: our loop must train what plain Keras trains.
-    assert row["ours_cv_accuracy"] == pytest.approx(row["plain_cv_accuracy"], abs=0.02)
-    names = [v["variant"] for v in result["variants"]]
-    assert names == [n for n, _ in throughput.VARIANTS if n in throughput.QUICK_VARIANTS]
-    for variant in result["variants"]:
-        assert variant["speedup"]["median"] > 0
-        assert 0.0 <= variant["val_accuracy"]["mean"] <= 1.0
-    assert result["variants"][0]["accuracy_change"]["mean"] == 0.0  # the baseline itself
+    # Same seed network, recipe, seeds and folds: our objective trains what the bare recipe does.
+    assert row["ours_cv_accuracy"] == pytest.approx(row["bare_cv_accuracy"], abs=0.02)
+    assert "QUICK RUN" in (bench_out / "throughput.md").read_text()
 
 
 def test_search_quick(bench_out: Path) -> None:
@@ -70,21 +80,26 @@ def test_search_quick(bench_out: Path) -> None:
 
     search.run(quick=True)
     result = _saved(bench_out, "search")
-    budget = result["sizes"]["budget"]
+    budget = result["budget"]
+    # 2 folds of 200 images: a fold-epoch trains 100 images.
+    assert budget == result["sizes"]["budget_fold_epochs"] * 100 == 600
+    # Our top rung is the score every searcher is compared on: all folds of the whole subset.
+    top = result["sizes"]["ladder"][-1]
+    assert (top["subset"], top["folds"], top["run_folds"], top["epoch_scale"]) == (200, 2, None, 1)
     (seed,) = result["seeds"]
     for name in search.SEARCHERS:
         run = seed[name]
-        assert 0 < run["epochs_spent"] <= budget
+        assert 0 < run["image_epochs_spent"] <= budget
         assert run["trials_scored"] >= 1
-        epochs = [p["epochs"] for p in run["trace"]]
-        assert epochs == sorted(epochs) and epochs[-1] <= budget
+        spent = [p["image_epochs"] for p in run["trace"]]
+        assert spent == sorted(spent) and spent[-1] <= budget
         scores = [p["score"] for p in run["trace"] if p["score"] is not None]
         assert run["best"] == max(scores)
         assert result["summary"][name]["best"]["mean"] == run["best"]
     # With factor 2, Hyperband promotes one trial; it trains only its new epoch per fold.
     hyperband = seed["kt_hyperband"]
     assert hyperband["trials_continued"] == 1
-    assert hyperband["epochs_spent"] == budget == 6
+    assert hyperband["image_epochs_spent"] == budget
     assert seed["common_target"] == min(seed[n]["best"] for n in search.SEARCHERS)
 
 
@@ -124,3 +139,91 @@ def test_overhead_quick_through_the_command_line(tmp_path: Path, mnist_npz: Path
         assert row["trials"] == result["trials_per_backend"]
         assert row["median_ms"] > 0
     assert not list((tmp_path / "storage" / "bench").glob("*.db"))  # temporary files removed
+
+
+def _rung_study(tmp_path: Path) -> tuple[Path, str]:
+    """A study file and a stored 3-rung study whose trials were made up, not trained.
+
+    Rung 0 -> 1 (5 trials): ranks 1 2 3 4 5 against 1 2 3 5 4, Spearman 1 - 6 * 2 / 120 = 0.9.
+    Rung 1 -> 2 (4 trials): the ranking reversed, Spearman -1. A failed trial is not counted.
+    """
+    import dataclasses
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from tuning.config import PROTOCOL_VERSION, Rung
+
+    study_file = tmp_path / "fid.toml"
+    study_file.write_text('[study]\nname = "fid"\n')
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(storage=url, study_name="fid", direction="maximize")
+    ladder = [Rung(500, 2, run_folds=1), Rung(2000, 2, run_folds=1), Rung(2000, 2)]
+    study.set_user_attr(
+        "protocol",
+        {"protocol_version": PROTOCOL_VERSION, "rungs": [dataclasses.asdict(r) for r in ladder]},
+    )
+    rung_values = [
+        (TrialState.PRUNED, [0.10]),
+        (TrialState.PRUNED, [0.20, 0.21]),
+        (TrialState.COMPLETE, [0.30, 0.31, 0.94]),
+        (TrialState.COMPLETE, [0.40, 0.41, 0.93]),
+        (TrialState.COMPLETE, [0.50, 0.61, 0.91]),
+        (TrialState.COMPLETE, [0.60, 0.51, 0.92]),
+        (TrialState.FAIL, [0.99]),
+    ]
+    for i, (state, values) in enumerate(rung_values):
+        study.add_trial(
+            create_trial(
+                state=state,
+                params={"x": i / 10},
+                distributions={"x": FloatDistribution(0.0, 1.0)},
+                intermediate_values={3**r: v for r, v in enumerate(values)},
+                value=values[-1] if state == TrialState.COMPLETE else None,
+            )
+        )
+    return study_file, url
+
+
+def test_fidelity_reports_rung_correlations(
+    bench_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.__main__ import main
+
+    study_file, url = _rung_study(tmp_path)
+    assert main(["--quick", "fidelity", "--study", str(study_file), "--storage", url]) == 0
+    printed = capsys.readouterr().out
+    assert "rung 0 -> 1: Spearman +0.90 over 5 trials" in printed
+    assert "rung 1 -> 2: Spearman -1.00 over 4 trials" in printed
+    result = _saved(bench_out, "fidelity")
+    assert (result["trials"], result["trials_scored"]) == (7, 6)
+    assert [r["trials"] for r in result["rungs"]] == [6, 5, 4]
+    pairs = [(c["lower"], c["upper"], c["trials"]) for c in result["correlations"]]
+    assert pairs == [(0, 1, 5), (1, 2, 4)]
+    assert [c["rho"] for c in result["correlations"]] == pytest.approx([0.9, -1.0])
+    best = result["best_at_highest_rung"]
+    assert (best["number"], best["rung"], best["score"]) == (2, 2, 0.94)
+    table = (bench_out / "fidelity.md").read_text()
+    assert "| 0 -> 1 | 5 | +0.900 |" in table and "| 1 -> 2 | 4 | -1.000 |" in table
+
+
+def test_fidelity_without_the_study_is_one_error_line(
+    bench_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.__main__ import main
+
+    study_file, url = _rung_study(tmp_path)
+    missing_db = tmp_path / "none.db"
+    assert (
+        main(["fidelity", "--study", str(study_file), "--storage", f"sqlite:///{missing_db}"]) == 2
+    )
+    assert not missing_db.exists()  # read-only: no empty database left behind
+    other = tmp_path / "other.toml"
+    other.write_text('[study]\nname = "other"\n')
+    assert main(["fidelity", "--study", str(other), "--storage", url]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2
+    assert "no study database" in errors[0]
+    assert "study 'other'" in errors[1] and "not found" in errors[1]
+    assert not (bench_out / "fidelity.json").exists()
