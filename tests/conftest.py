@@ -111,13 +111,14 @@ def save_digit_model(
     from tuning.data import file_sha256
     from tuning.hp import OptunaHyperParameters
     from tuning.modelfile import CARD_FILE
-    from tuning.space import CNNHyperModel
+    from tuning.space import CNNHyperModel, seed_params
 
     with np.load(mnist_npz) as data:
         x, y = data["x_train"], data["y_train"]
     keras.utils.set_random_seed(0)
     hypermodel = CNNHyperModel(max_epochs=max(epochs, int(params.get("epochs", 1))))
-    hp = OptunaHyperParameters(optuna.trial.FixedTrial({**params, "epochs": epochs}))  # type: ignore[arg-type]
+    values = {**seed_params(epochs), **params, "epochs": epochs}  # the seed's for what is unsaid
+    hp = OptunaHyperParameters(optuna.trial.FixedTrial(values))  # type: ignore[arg-type]
     model = hypermodel.build(hp)
     hypermodel.fit(hp, model, x[..., None], y, seed=0)
     model.save(folder / "model.keras")

@@ -175,7 +175,15 @@ def test_busy_or_invalid_port_is_a_one_line_error(tmp_path: Path) -> None:
 def test_note_describes_protocol_space_data_and_export(tmp_path: Path) -> None:
     study = toy_study(f"sqlite:///{tmp_path / 'studies.db'}")
     attrs = {
-        "protocol": {"subset": 2000, "folds": 3, "max_epochs": 4, "seed": 7, "data_sha256": "ab12"},
+        "protocol": {
+            "rungs": [
+                {"subset": 600, "folds": 3, "run_folds": 1, "epoch_scale": 0.5},
+                {"subset": 2000, "folds": 3, "run_folds": None, "epoch_scale": 1.0},
+            ],
+            "max_epochs": 4,
+            "seed": 7,
+            "data_sha256": "ab12",
+        },
         "space": [
             {"class": "Choice", "name": "filters", "default": 32, "values": [16, 32]},
             {
@@ -193,10 +201,17 @@ def test_note_describes_protocol_space_data_and_export(tmp_path: Path) -> None:
     for key, value in attrs.items():
         study.set_user_attr(key, value)
 
+    # Four trials climbed both rungs; rung 0 put the last two in the other order.
+    for low, high in ((0.90, 0.95), (0.91, 0.96), (0.93, 0.97), (0.92, 0.98)):
+        trial = study.ask()
+        trial.report(low, step=1)
+        trial.report(high, step=3)
+        study.tell(trial, high)
     body = write_study_note(study)
     assert get_note(study) == body
-    assert "**3**-fold stratified cross-validation of **2000** training images" in body
-    assert "steps 0 to 3" in body and "steps 4 to 5" in body  # the pruning-curve step layout
+    assert "| 0 | 1 | 1 of 3 folds CV on 600 images, epochs x 0.5 |" in body
+    assert "| 1 | 3 | 3-fold CV on 2,000 images, epochs x 1 |" in body  # the rung step layout
+    assert "rung 0 -> 1: Spearman +0.80 over 4 trials" in body
     assert "`ab12`" in body
     assert "| filters | Choice | 16, 32 | 32 |" in body and "0.0001 … 0.03, log" in body
     assert "tuning export studies/toy.toml" in body
@@ -223,7 +238,7 @@ def test_note_names_the_devices_the_trials_ran_on(tmp_path: Path) -> None:
 
 def test_note_of_a_study_without_tuning_attributes_is_just_its_title() -> None:
     assert study_note("bare", {}).splitlines()[0] == "## bare"
-    assert "Fold protocol" not in study_note("bare", {})
+    assert "Fidelity rungs" not in study_note("bare", {})
 
 
 # --- a live study, polled; then the finished study in Chromium -----------------------------------
@@ -316,15 +331,20 @@ def test_dashboard_stays_up_while_a_study_runs_and_the_study_completes(live_run:
     assert "Running" in live_run.states_seen
 
 
+def live_run_trials(live_run: LiveRun) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="smoke", storage=live_run.storage).trials
+
+
 def test_every_run_writes_the_note_the_dashboard_shows(live_run: LiveRun, mnist_npz: Path) -> None:
     status, detail = get_json(live_run.server.url + "api/studies/1")
     assert status == 200 and detail["name"] == "smoke"
     note = detail["note"]["body"]
     assert f"`{file_sha256(mnist_npz)}`" in note
-    assert "**2**-fold stratified cross-validation of **2000** training images" in note
+    assert "| 0 | 1 | 2-fold CV on 2,000 images, epochs x 1 |" in note  # the one rung
     assert "| learning_rate | Float |" in note
     assert f"tuning export {SMOKE}" in note
-    assert f"- {detect().describe()}: 0 trial(s) so far" in note  # written as the run began
+    # Rewritten as the run ended: the trials it ran on this machine are counted.
+    assert f"- {detect().describe()}: {len(live_run_trials(live_run))} trial(s) so far" in note
 
 
 @pytest.fixture(scope="module")
@@ -408,7 +428,7 @@ def test_browser_shows_trials_params_fold_accuracies_curves_and_artifact(
         page.screenshot(path=OUTPUT / "dashboard-history.png", full_page=True)
 
         page.goto(f"{url}dashboard/studies/1/note")
-        page.get_by_text("Fold protocol", exact=True).wait_for()
+        page.get_by_text("Fidelity rungs", exact=True).wait_for()
         assert study.user_attrs["protocol"]["data_sha256"] in page.inner_text("body")
         page.screenshot(path=OUTPUT / "dashboard-note.png", full_page=True)
     finally:

@@ -105,7 +105,8 @@ def test_the_seed_network_is_exported_first_and_set_beside_the_winner(exported: 
     baseline_dir = exported.out.with_name("smoke-trial0")
     baseline_card = json.loads((baseline_dir / "model_card.json").read_text())
     assert baseline_card["trial"] == 0 and baseline_card["seed_network"] is True
-    assert baseline_card["baseline"] is None  # it is the baseline
+    assert baseline_card["baseline"]["trial"] == 0  # it is its own baseline
+    assert baseline_card["baseline"]["errors_saved"] == 0
     # The same recipe rules: the seed's hyperparameters, epochs x the same epoch_scale.
     assert baseline_card["training"]["epoch_scale"] == exported.card["training"]["epoch_scale"]
     against = exported.card["baseline"]

@@ -232,7 +232,8 @@ def test_a_study_name_reused_by_another_study_file_is_refused(
     code = main(["worker", str(other), "--storage", storage_url, "--data", str(mnist_npz)])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert f"was created from {study_file} with subset=1000, but {other}" in err
+    assert f"was created from {study_file} with rungs=[{{'subset': 1000," in err
+    assert f"but {other} and the data now give rungs=[{{'subset': 2000," in err
 
 
 def test_bad_thread_and_heartbeat_settings(

@@ -185,12 +185,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 130
     card = result.card
     baseline = card["baseline"]
-    versus = (
-        f"  Seed network (trial #{baseline['trial']}), same recipe: {baseline['test_errors']} "
-        f"errors; this export has {baseline['errors_saved']} fewer\n"
-        if baseline
-        else ""
-    )
+    versus = ""
+    if baseline and baseline["trial"] == card["trial"]:
+        versus = "  This is the seed network: the baseline other exports are set beside\n"
+    elif baseline:
+        saved = baseline["errors_saved"]
+        versus = (
+            f"  Seed network (trial #{baseline['trial']}), same recipe rules: "
+            f"{baseline['test_errors']} errors; this model makes {abs(saved)} "
+            f"{'fewer' if saved >= 0 else 'more'}\n"
+        )
     print(
         f"Exported trial #{card['trial']} of study {card['study']} to {result.out_dir}/\n"
         f"  rung {card['cv']['rung']} CV accuracy {card['cv']['mean']:.4f}, test accuracy "

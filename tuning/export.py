@@ -314,9 +314,9 @@ def export_study(
     store = artifact_store(artifacts)  # an unwritable artifact folder fails before training
     staging_dir(out_dir).rmdir()  # an unwritable --out fails before training too
 
-    seed_trial = _baseline_trial(study) if baseline else None
+    seed_trial = _baseline_trial(study)
     reference = None
-    if seed_trial is not None and seed_trial.number != chosen.number:
+    if baseline and seed_trial is not None and seed_trial.number != chosen.number:
         reference = stored_export(
             study, seed_trial.number, epoch_scale=settings.epoch_scale, data_sha256=train.sha256
         )
@@ -433,6 +433,18 @@ def export_study(
         say("uploading artifacts")
         ids = attach_files(study, chosen, [model_path, *plots, config_path], store=store)
         errors = int(np.sum(y_pred != test.y))
+        record = ExportRecord(
+            trial=chosen.number,
+            test_accuracy=accuracy,
+            test_errors=errors,
+            test_images=len(test.y),
+            epoch_scale=settings.epoch_scale,
+            data_sha256=train.sha256,
+            out=str(out_dir),
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+        if seed_trial is not None and seed_trial.number == chosen.number:
+            reference = record  # the winner is the seed network itself
         card: dict[str, Any] = {
             "card_version": 2,
             "study": spec.name,
@@ -478,7 +490,7 @@ def export_study(
                 "preprocess": "tuning.preprocess.prepare_image",
             },
             "versions": library_versions(),
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "created": record.created,
             "files": sorted(
                 [MODEL_FILE, SAVED_MODEL_DIR, CARD_FILE, CONFIG_FILE, *(p.name for p in plots)]
             ),
@@ -493,16 +505,6 @@ def export_study(
     finally:
         keras.backend.clear_session()
         gc.collect()
-    record = ExportRecord(
-        trial=chosen.number,
-        test_accuracy=accuracy,
-        test_errors=errors,
-        test_images=len(test.y),
-        epoch_scale=settings.epoch_scale,
-        data_sha256=train.sha256,
-        out=str(out_dir),
-        created=card["created"],
-    )
     exports = dict(study.user_attrs.get(EXPORTS_ATTR) or {})
     exports[str(chosen.number)] = dataclasses.asdict(record)
     study.set_user_attr(EXPORTS_ATTR, exports)

@@ -116,7 +116,7 @@ def summary(
         lines.append("Trials per rung: " + ", ".join(f"{r}: {n}" for r, n in enumerate(reached)))
         lines += [f"  {c.describe()}" for c in rung_correlations(trials, rungs=rungs)]
     lines.append(
-        f"Best at rung {highest_rung(best)}: trial #{best.number}, CV accuracy {cv_line(best)}"
+        f"Best: trial #{best.number} at rung {highest_rung(best)}, CV accuracy {cv_line(best)}"
     )
     baseline = next((t for t in complete if t.user_attrs.get(BASELINE_ATTR)), None)
     if baseline is not None:

@@ -163,6 +163,8 @@ def make_dataset(
     if recipe is not None and recipe.augments:
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
+        # Plain tensor code: no AutoGraph conversion (which leaves generated files in $TMPDIR).
+        @tf.autograph.experimental.do_not_convert
         def prepare(batch: Any, draw: Any) -> Any:
             images, labels = batch
             key = tf.stack([tf.constant(seed, tf.int64), draw])
@@ -172,7 +174,12 @@ def make_dataset(
         data = tf.data.Dataset.zip((data, keys)).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         data = data.map(
-            lambda images, labels: (tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)),
+            tf.autograph.experimental.do_not_convert(
+                lambda images, labels: (
+                    tf.cast(images, tf.float32),
+                    tf.one_hot(labels, num_classes),
+                )
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return data.prefetch(tf.data.AUTOTUNE)
