@@ -239,23 +239,20 @@ def trial_out_dir(study_name: str, trial: int, *, beside: Path | None = None) ->
     return DEFAULT_MODELS / f"{study_name}-trial{trial}"
 
 
-class _EpochProgress:
-    """A Keras callback factory: reports each epoch as `on_epoch(epoch, epochs, logs)`."""
+def _epoch_progress(epochs: int, on_epoch: EpochFn | None) -> list[Any]:
+    """Keras callbacks that report each epoch as `on_epoch(epoch, epochs, logs)`."""
+    import keras
 
-    @staticmethod
-    def make(epochs: int, on_epoch: EpochFn | None) -> list[Any]:
-        import keras
-
-        if on_epoch is None:
-            return []
-
-        class Callback(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-                values = {k: float(v) for k, v in (logs or {}).items()}
-                assert on_epoch is not None
-                on_epoch(epoch + 1, epochs, values)
-
-        return [Callback()]
+    if on_epoch is None:
+        return []
+    report = on_epoch
+    return [
+        keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: report(
+                epoch + 1, epochs, {k: float(v) for k, v in (logs or {}).items()}
+            )
+        )
+    ]
 
 
 def _evaluate(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -362,7 +359,7 @@ def export_study(
             train.x[..., None],
             train.y,
             epoch_scale=settings.epoch_scale,
-            callbacks=_EpochProgress.make(recipe.epochs, on_epoch),
+            callbacks=_epoch_progress(recipe.epochs, on_epoch),
             seed=spec.seed,
         ).history
         seconds = time.perf_counter() - start
