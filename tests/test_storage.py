@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -88,3 +90,28 @@ def test_completing_a_trial_still_stores_its_value(storage_url: str) -> None:
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert study.best_value == min(t.params["x"] for t in study.trials)
+
+
+def test_opening_a_database_again_keeps_its_writes_safe_from_other_readers(
+    storage_url: str,
+) -> None:
+    """`tuning export` opens the study's database more than once; meanwhile the dashboard or
+    `sqlite3` may read it from another process. No write of this process may be lost."""
+    study = optuna.create_study(study_name="s", storage=open_storage(storage_url))
+    study.set_user_attr("before", 1)
+    again = optuna.load_study(study_name="s", storage=open_storage(storage_url))
+    path = storage_url.removeprefix("sqlite:///")
+    reader = (
+        f"import sqlite3; sqlite3.connect({path!r}).execute('select * from studies').fetchall()"
+    )
+    subprocess.run([sys.executable, "-c", reader], check=True, timeout=60)
+    again.set_user_attr("after", 2)
+    study.set_user_attr("last", 3)
+    check = (
+        f"import optuna; print(sorted(optuna.load_study(study_name='s', storage={storage_url!r})"
+        ".user_attrs.items()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check], check=True, timeout=120, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "[('after', 2), ('before', 1), ('last', 3)]"

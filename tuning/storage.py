@@ -54,8 +54,17 @@ def heartbeat_seconds() -> int:
     return int(raw)
 
 
+# SQLite files this process has opened. Reading one again with open() would be a bug: closing
+# any descriptor of a file drops every POSIX lock the process holds on it, SQLite's included.
+# Another process (the dashboard, `sqlite3`) could then take itself for the last reader, checkpoint
+# and delete the write-ahead log under this process, and its later writes would be lost.
+_OPENED_SQLITE: set[Path] = set()
+
+
 def _check_sqlite_path(path: Path) -> None:
     """Refuse, before SQLAlchemy touches it, a file that is not SQLite or a folder we cannot use."""
+    if path.resolve() in _OPENED_SQLITE:
+        return  # checked before this process's first connection; reading it now drops locks
     if path.is_dir():
         raise StorageError(f"{path}: is a folder; expected an SQLite database file")
     if path.exists() and path.stat().st_size > 0:
@@ -178,6 +187,8 @@ def open_storage(url: str | None = None) -> RDBStorage:
             # WAL lets readers (the dashboard, other workers) read while one process writes.
             with storage.engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            if parsed.database and parsed.database != ":memory:":
+                _OPENED_SQLITE.add(Path(parsed.database).resolve())
     except (sqlalchemy.exc.SQLAlchemyError, OSError, ModuleNotFoundError) as exc:
         raise StorageError(f"cannot open storage {redact(url)!r}: {_reason(exc, url)}") from None
     return storage
