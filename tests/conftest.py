@@ -130,3 +130,19 @@ def save_digit_model(
     }
     (folder / CARD_FILE).write_text(json.dumps(card))
     return folder
+
+
+def add_rung_trial(study: Any, scores: list[float], *, rungs: int) -> None:
+    """A trial that reported `scores` rung by rung (at the objective's steps): COMPLETE with the
+    last score if it reached all `rungs`, else PRUNED. Nothing is trained."""
+    from optuna.trial import TrialState
+
+    from tuning.rungs import rung_step
+
+    trial = study.ask()
+    for rung, score in enumerate(scores):
+        trial.report(score, step=rung_step(rung))
+    if len(scores) == rungs:
+        study.tell(trial, scores[-1])
+    else:
+        study.tell(trial, state=TrialState.PRUNED)

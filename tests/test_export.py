@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 import pytest
 
+from tests.conftest import add_rung_trial
 from tuning import recipe as recipes
 from tuning.artifacts import DASHBOARD_TRIAL_ARTIFACT_PREFIX
 from tuning.cli import main
@@ -24,7 +25,6 @@ from tuning.device import detect
 from tuning.errors import ExportError, StudyMismatchError
 from tuning.export import EXPORTS_ATTR, export_study, load_exportable_study
 from tuning.modelfile import load_model_file
-from tuning.rungs import rung_step
 from tuning.study import open_study, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,13 +158,7 @@ def test_export_takes_the_best_trial_of_the_highest_rung_or_the_one_asked_for(
     study = open_study(spec, storage=storage, data_sha256="a" * 64, hypermodel=_space())
     scores = [[0.90, 0.95], [0.99], [0.92, 0.96], [0.91, 0.93]]
     for row in scores:
-        trial = study.ask()
-        for rung, score in enumerate(row):
-            trial.report(score, step=rung_step(rung))
-        if len(row) == 2:
-            study.tell(trial, row[-1])
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        add_rung_trial(study, row, rungs=2)
     study.ask()  # still running
     _, best = load_exportable_study(spec, storage)
     assert best.number == 2  # not #1, whose 0.99 came from the cheaper rung

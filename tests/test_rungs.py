@@ -6,6 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.conftest import add_rung_trial
 from tuning.rungs import (
     best_at_highest_rung,
     highest_rung,
@@ -63,14 +64,8 @@ def test_hyperband_brackets_stop_weak_trials_at_rung_boundaries_only() -> None:
 def test_best_trial_is_taken_at_the_highest_rung_any_trial_reached() -> None:
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     # Trial 0 shines on the cheap rung and stops there; trials 1 and 2 reach rung 2.
-    pruned = study.ask()
-    pruned.report(0.999, step=rung_step(0))
-    study.tell(pruned, state=TrialState.PRUNED)
-    for scores in ([0.95, 0.96, 0.970], [0.94, 0.97, 0.975]):
-        trial = study.ask()
-        for rung, score in enumerate(scores):
-            trial.report(score, step=rung_step(rung))
-        study.tell(trial, scores[-1])
+    for scores in ([0.999], [0.95, 0.96, 0.970], [0.94, 0.97, 0.975]):
+        add_rung_trial(study, scores, rungs=3)
     running = study.ask()
     for rung, score in enumerate([0.99, 0.99, 0.999]):
         running.report(score, step=rung_step(rung))  # not finished: never picked
@@ -90,13 +85,7 @@ def test_rank_correlation_between_rungs_comes_from_the_trials_that_reached_both(
         [0.80],  # pruned at rung 0: counts for no pair
     ]
     for scores in table:
-        trial = study.ask()
-        for rung, score in enumerate(scores):
-            trial.report(score, step=rung_step(rung))
-        if len(scores) == 3:
-            study.tell(trial, scores[-1])
-        else:
-            study.tell(trial, state=TrialState.PRUNED)
+        add_rung_trial(study, scores, rungs=3)
     low, high = rung_correlations(study.trials, rungs=3)
     assert (low.lower, low.upper, low.trials) == (0, 1, 4)
     assert low.rho == pytest.approx(0.8)  # one swapped pair among four trials
