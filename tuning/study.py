@@ -193,7 +193,6 @@ def load_training_data(spec: StudySpec, data: str | Path | None) -> tuple[list[R
     """Each rung's stratified training subset (images with a channel axis) and the sha256 of
     the data file. The test split is never read here."""
     images = load_mnist(data, split="train")
-    stratified_subset(images.x, images.y, size=spec.fidelity.largest_subset, seed=spec.seed)
     out = []
     for rung in spec.fidelity.ladder:
         x, y = stratified_subset(images.x, images.y, size=rung.subset, seed=spec.seed)
