@@ -106,6 +106,7 @@ def test_rungs_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
         ),
         ("[budget]\ntimeout = -5\n", "'budget.timeout' must be a number of seconds > 0"),
         ("[study]\nname = 'a b'\n", "'study.name' must be letters, digits"),
+        ("[study]\nenqueue = [1]\n", "'study.enqueue' must be an array of [[study.enqueue]]"),
         ("[fidelity]\nsubset = 100\nfolds = 20\n", "at least 10 images per fold"),
         ("fidelity = 3\n", "[fidelity] must be a table"),
         ("[fidelity\nfolds = 3\n", "not valid TOML"),
@@ -120,6 +121,12 @@ def test_bad_study_files_get_one_line_errors_naming_file_and_field(
     message = str(info.value)
     assert message.startswith(str(path)) and "\n" not in message
     assert expected in message
+
+
+def test_enqueued_starting_points_are_read_in_order(tmp_path: Path) -> None:
+    text = "[[study.enqueue]]\nbatch_norm = true\n[[study.enqueue]]\nfilters_0 = 16\n"
+    assert load_spec(write(tmp_path, text)).enqueue == ({"batch_norm": True}, {"filters_0": 16})
+    assert load_spec(write(tmp_path, "")).enqueue == ()
 
 
 def test_missing_study_file(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from tuning.config import Rung, StudySpec, load_spec
 from tuning.curves import CURVES_JSON, CURVES_PNG, read_curves
 from tuning.data import file_sha256
 from tuning.device import detect, resolve_precision
-from tuning.errors import StudyMismatchError, TrainingDivergedError
+from tuning.errors import ConfigError, StudyMismatchError, TrainingDivergedError
 from tuning.objective import RungData, make_objective
 from tuning.rungs import RUNGS_ATTR
 from tuning.space import CNNHyperModel, seed_params
@@ -59,6 +59,39 @@ def test_new_study_records_its_protocol_and_starts_with_the_seed_network(storage
     assert first.user_attrs["baseline"] == "seed network"
     hp_values = {name: first.suggest_categorical(name, [v]) for name, v in seed_params(1).items()}
     assert hp_values == seed_params(1)
+
+
+def test_enqueued_starting_points_follow_the_baseline_with_seed_values_filled_in(
+    storage_url: str,
+) -> None:
+    spec = dataclasses.replace(load_spec(SMOKE), enqueue=({"batch_norm": True, "filters_0": 16},))
+    study = open_smoke(storage_url, spec)
+    baseline, start = study.trials
+    assert baseline.user_attrs["baseline"] and start.user_attrs["enqueued_from"] == str(SMOKE)
+    fixed = start.system_attrs["fixed_params"]
+    assert fixed == {**seed_params(1), "batch_norm": True, "filters_0": 16}
+    assert len(open_smoke(storage_url, spec).trials) == 2  # not enqueued again on resume
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"filters_0": 40}, "'filters_0' must be one of 16, 32, 48, 64, 96, 128. Received: 40"),
+        ({"filter_0": 32}, "'filter_0' is not a hyperparameter of the space; expected one of: "),
+        ({"epochs": 99}, "'epochs' must be a number in 1..1. Received: 99"),
+        ({"batch_norm": 1}, "'batch_norm' must be true or false. Received: 1"),
+    ],
+)
+def test_a_bad_starting_point_is_one_line_and_stores_nothing(
+    storage_url: str, params: dict[str, Any], expected: str
+) -> None:
+    spec = dataclasses.replace(load_spec(SMOKE), enqueue=({"batch_norm": True}, params))
+    with pytest.raises(ConfigError) as info:
+        open_smoke(storage_url, spec)
+    message = str(info.value)
+    assert message.startswith(f"{SMOKE}: [[study.enqueue]] number 2: {expected}")
+    assert "\n" not in message
+    assert optuna.get_all_study_names(storage_url) == []
 
 
 def test_running_again_resumes_the_same_study(storage_url: str) -> None:

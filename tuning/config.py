@@ -107,6 +107,10 @@ class StudySpec:
     path: Path
     seed: int = 42
     enqueue_seed: bool = True
+    # Starting points from [[study.enqueue]]: hyperparameters over the seed network's, each run
+    # once, right after the baseline, when the study is created. The pruner treats them as any
+    # other trial.
+    enqueue: tuple[dict[str, Any], ...] = ()
     fidelity: Fidelity = Fidelity()
     search: Search = Search()
     budget: Budget = Budget()
@@ -149,6 +153,11 @@ _SCHEMA: dict[str, dict[str, _Rule]] = {
         "name": ((str,), lambda v: bool(_NAME.match(v)), "letters, digits, '_', '.' or '-'"),
         "seed": ((int,), lambda v: v >= 0, "an integer >= 0"),
         "enqueue_seed": ((bool,), lambda v: True, "true or false"),
+        "enqueue": (
+            (list,),
+            lambda v: all(isinstance(t, dict) for t in v),
+            "an array of [[study.enqueue]] tables of hyperparameter values",
+        ),
     },
     "fidelity": {
         "subset": ((int,), lambda v: 100 <= v <= MNIST_TRAIN_SIZE, "an integer in 100..60000"),
@@ -275,6 +284,7 @@ def load_spec(path: str | Path) -> StudySpec:
         path=path,
         seed=study.get("seed", 42),
         enqueue_seed=study.get("enqueue_seed", True),
+        enqueue=tuple(study.get("enqueue", ())),
         fidelity=Fidelity(**fidelity),
         search=Search(**tables["search"]),
         budget=Budget(**tables["budget"]),

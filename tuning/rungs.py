@@ -23,6 +23,7 @@ REDUCTION_FACTOR = 3
 SCORED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 RUNGS_ATTR = "rungs"  # the user attribute holding a trial's `RungRecord`s
 BASELINE_ATTR = "baseline"  # set on the seed-network trial: never pruned, the export's yardstick
+ENQUEUED_ATTR = "enqueued_from"  # set on trials from [[study.enqueue]]: the study file
 
 
 @dataclass(frozen=True)

@@ -226,3 +226,29 @@ def space_fingerprint(description: list[dict[str, Any]]) -> str:
     """A short hash of a space description; a stored study resumes only if it matches."""
     canonical = json.dumps(description, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def check_params(description: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    """Raise ValueError, naming the hyperparameter, if `values` holds a name the space described
+    by `describe_space` does not have or a value it cannot take."""
+    params = {p["name"]: p for p in description}
+    for name, value in values.items():
+        param = params.get(name)
+        if param is None:
+            raise ValueError(
+                f"'{name}' is not a hyperparameter of the space; expected one of: "
+                f"{', '.join(params)}"
+            )
+        kind = param["class"]
+        if kind == "Choice":
+            ok = value in param["values"] and type(value) is not bool
+            expected = f"one of {', '.join(map(repr, param['values']))}"
+        elif kind == "Boolean":
+            ok, expected = isinstance(value, bool), "true or false"
+        else:  # Int or Float: within the range (KerasTuner's steps are a sampling grid)
+            number = (int,) if kind == "Int" else (int, float)
+            ok = isinstance(value, number) and not isinstance(value, bool)
+            ok = ok and param["min_value"] <= value <= param["max_value"]
+            expected = f"a number in {param['min_value']}..{param['max_value']}"
+        if not ok:
+            raise ValueError(f"'{name}' must be {expected}. Received: {value!r}")

@@ -19,11 +19,17 @@ from tuning.artifacts import artifact_store
 from tuning.config import PROTOCOL_VERSION, StudySpec, resumable_protocol
 from tuning.data import load_mnist, stratified_subset
 from tuning.device import detect, resolve_precision
-from tuning.errors import StudyMismatchError, TrainingDivergedError
+from tuning.errors import ConfigError, StudyMismatchError, TrainingDivergedError
 from tuning.notes import write_study_note
 from tuning.objective import RungData, make_objective
-from tuning.rungs import BASELINE_ATTR
-from tuning.space import CNNHyperModel, describe_space, seed_params, space_fingerprint
+from tuning.rungs import BASELINE_ATTR, ENQUEUED_ATTR
+from tuning.space import (
+    CNNHyperModel,
+    check_params,
+    describe_space,
+    seed_params,
+    space_fingerprint,
+)
 from tuning.storage import open_storage, redact, resolve_storage_url
 
 ProgressFn = Callable[[str], None]
@@ -93,6 +99,7 @@ def open_study(
     """
     url = resolve_storage_url(storage)
     space = describe_space(hypermodel)
+    enqueue = [_starting_point(spec, i, params, space) for i, params in enumerate(spec.enqueue)]
     requested = spec.fidelity.precision
     expected: dict[str, Any] = {
         **spec.protocol(),
@@ -119,8 +126,11 @@ def open_study(
             f"give {spec.path} another [study] name"
         )
     if stored is None:
-        if spec.enqueue_seed:  # before the protocol, which tells other workers the study is ready
+        # Before the protocol, which tells other workers the study is ready.
+        if spec.enqueue_seed:
             ensure_baseline(study, max_epochs=spec.fidelity.max_epochs)
+        for params in enqueue:
+            study.enqueue_trial(params, user_attrs={ENQUEUED_ATTR: str(spec.path)})
         study.set_user_attr("space", space)
         study.set_user_attr("study_file", str(spec.path))
         study.set_user_attr("versions", library_versions())
@@ -151,6 +161,17 @@ def open_study(
         ensure_baseline(study, max_epochs=spec.fidelity.max_epochs)
     study.sampler = make_sampler(spec, offset=len(study.trials), salt=salt)
     return study
+
+
+def _starting_point(
+    spec: StudySpec, index: int, params: dict[str, Any], space: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A [[study.enqueue]] table as a trial's parameters: the seed network's, overridden."""
+    try:
+        check_params(space, params)
+    except ValueError as exc:
+        raise ConfigError(f"{spec.path}: [[study.enqueue]] number {index + 1}: {exc}") from None
+    return {**seed_params(spec.fidelity.max_epochs), **params}
 
 
 def ensure_baseline(study: optuna.Study, *, max_epochs: int) -> bool:
