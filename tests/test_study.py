@@ -247,18 +247,20 @@ def test_curves_of_a_trial_stored_before_they_became_artifacts_come_from_its_att
     assert read_curves(study, study.trials[0], store=artifact_store()) == legacy
 
 
-@pytest.mark.parametrize("baseline", [False, True])
-def test_a_trial_not_promoted_stops_after_its_rung_but_the_baseline_climbs(
-    baseline: bool,
+@pytest.mark.parametrize(
+    "attrs", [{}, {"baseline": "seed network"}, {"enqueued_from": "studies/x.toml"}]
+)
+def test_a_trial_not_promoted_stops_after_its_rung_but_baseline_and_starting_points_climb(
+    attrs: dict[str, str],
 ) -> None:
     spec = spec_with(rungs=TWO_RUNGS, max_epochs=2)
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0)
     )
-    study.enqueue_trial(TINY_RECIPE, user_attrs={"baseline": "seed network"} if baseline else {})
+    study.enqueue_trial(TINY_RECIPE, user_attrs=attrs)
     study.optimize(tiny_objective(spec), n_trials=1)
     trial = study.trials[0]
-    if baseline:
+    if attrs:
         assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [1, 3]
     else:
         assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]

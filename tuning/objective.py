@@ -19,7 +19,7 @@ from tuning.curves import attach_curves
 from tuning.cv import CVResult, cross_validate
 from tuning.errors import TrainingDivergedError
 from tuning.hp import OptunaHyperParameters
-from tuning.rungs import BASELINE_ATTR, RUNGS_ATTR, RungRecord, rung_step
+from tuning.rungs import BASELINE_ATTR, ENQUEUED_ATTR, RUNGS_ATTR, RungRecord, rung_step
 from tuning.space import CNNHyperModel
 
 ProgressFn = Callable[[str], None]
@@ -69,13 +69,11 @@ def make_objective(
                     "train_seconds", round(sum(r.train_seconds for r in records), 2)
                 )
                 trial.report(result.mean, step=rung_step(index))
-                # The baseline is always scored on every rung; it still enters the pruner's
-                # ranking, because asking records its score for the rung.
-                if (
-                    index < last
-                    and trial.should_prune()
-                    and not trial.user_attrs.get(BASELINE_ATTR)
-                ):
+                # The baseline and the study file's starting points are scored on every rung
+                # (the low rungs favour fast-fitting, unregularised networks, so a named
+                # starting point is judged where it counts); their scores still enter the
+                # pruner's ranking, because reporting records them for the rung.
+                if index < last and trial.should_prune() and not _climbs_every_rung(trial):
                     raise optuna.TrialPruned(f"not promoted past rung {index}")
         except TrainingDivergedError as exc:
             trial.set_user_attr("fail_reason", str(exc))
@@ -125,6 +123,10 @@ def _score_rung(
         ),
         on_fold=on_fold,
     )
+
+
+def _climbs_every_rung(trial: optuna.Trial) -> bool:
+    return bool(trial.user_attrs.get(BASELINE_ATTR) or trial.user_attrs.get(ENQUEUED_ATTR))
 
 
 def _record(
