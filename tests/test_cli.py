@@ -23,7 +23,7 @@ from tuning.space import CNNHyperModel, seed_params
 from tuning.study import open_study
 
 
-def tuning(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def tuning(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tuning.cli", *args],
         cwd=ROOT,
@@ -31,7 +31,7 @@ def tuning(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
         check=False,
-        **kwargs,  # type: ignore[arg-type]
+        env=env,
     )
 
 
@@ -73,7 +73,7 @@ def test_smoke_study_runs_records_attributes_and_summarises(
         if trial.state == TrialState.COMPLETE:
             assert len(trial.user_attrs["fold_accuracies"]) == 2
             assert {"cv_std", "train_seconds", "param_count", "versions"} <= set(trial.user_attrs)
-            assert 0.0 <= trial.value <= 1.0
+            assert trial.value is not None and 0.0 <= trial.value <= 1.0
     assert "±" in result.stdout
 
 

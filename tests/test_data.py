@@ -13,7 +13,7 @@ from tuning.errors import DataError
 
 def npz(tmp_path: Path, **arrays: np.ndarray) -> Path:
     path = tmp_path / "mnist.npz"
-    np.savez(path, **arrays)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
     return path
 
 

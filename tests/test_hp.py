@@ -27,6 +27,7 @@ def test_each_hp_call_becomes_the_matching_optuna_distribution() -> None:
         "flag": CategoricalDistribution([False, True]),
     }
     assert hp.values == {"units": units, "lr": lr, "rate": rate, "act": act, "flag": flag}
+    assert units is not None and lr is not None
     assert units % 32 == 0 and 1e-4 <= lr <= 1e-1 and isinstance(flag, bool)
 
 

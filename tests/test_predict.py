@@ -45,7 +45,9 @@ def model_dir(mnist_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return save_digit_model(mnist_npz, tmp_path_factory.mktemp("model"), SMALL_NET, epochs=3)
 
 
-def render(digit: np.ndarray, *, dark_on_light: bool, offset: tuple[int, int], mode: str) -> Image:
+def render(
+    digit: np.ndarray, *, dark_on_light: bool, offset: tuple[int, int], mode: str
+) -> Image.Image:
     """An MNIST digit as a user's picture: 5x larger, anywhere on a bigger canvas."""
     big = Image.fromarray(digit).resize((140, 140), Image.Resampling.BICUBIC)
     canvas = Image.new("L", (360, 280), 0)

@@ -31,11 +31,8 @@ class LabeledImages:
 
 def file_sha256(path: str | Path) -> str:
     """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def resolve_mnist_path(path: str | Path | None = None) -> Path | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
     return outputs
 
 
-def predict_images(model_path: str | Path, images: list[str | Path]) -> list[Prediction]:
+def predict_images(model_path: str | Path, images: Sequence[str | Path]) -> list[Prediction]:
     """Preprocess each image like MNIST and classify it with the model at `model_path`.
 
     The labels are the `class_names` of `model_card.json` next to the model (digits by default).

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from sklearn import metrics
 
 DPI = 110
 MISTAKE = "tab:red"
@@ -100,8 +101,7 @@ def confusion_matrix(
 ) -> Path:
     """Counts of (true, predicted) pairs; off-diagonal cells are the mistakes."""
     n = len(class_names)
-    counts = np.zeros((n, n), dtype=np.int64)
-    np.add.at(counts, (y_true.astype(int), y_pred.astype(int)), 1)
+    counts = metrics.confusion_matrix(y_true, y_pred, labels=range(n))
     fig = Figure(figsize=(0.55 * n + 2.5, 0.55 * n + 2))
     ax = fig.subplots()
     # Log colours: the diagonal holds ~1000 per cell, the mistakes a handful.

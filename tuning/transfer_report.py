@@ -3,43 +3,28 @@ dashboard note of the transfer study and the model card `tuning predict` reads."
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from scipy.stats import binomtest
 
 from tuning.notes import space_table
 from tuning.report import DPI, MISTAKE
 
-Z_95 = 1.959963984540054
 
-
-def wilson_interval(correct: float, n: int, z: float = Z_95) -> tuple[float, float]:
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """The Wilson score interval for a proportion `correct / n` (95% by default).
 
     Unlike the normal approximation it stays inside [0, 1] and is sensible at 0 or n successes,
     which matters with a few dozen images and an accuracy near 100%.
     """
     if n <= 0:
-        raise ValueError(f"n must be > 0. Received: {n}")
-    p = correct / n
-    denominator = 1 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
-    # At 0 or n successes the bound is exactly 0 or 1; say so rather than 0.9999999999999999.
-    low = 0.0 if correct <= 0 else max(0.0, centre - half)
-    high = 1.0 if correct >= n else min(1.0, centre + half)
-    return low, high
-
-
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """Counts[true, predicted]."""
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(counts, (y_true.astype(int), y_pred.astype(int)), 1)
-    return counts
+        raise ValueError(f"n must be > 0. Received: n={n}")
+    interval = binomtest(int(correct), n).proportion_ci(confidence, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def prediction_grid(

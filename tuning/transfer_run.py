@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from sklearn import metrics
 
 from tuning import report, transfer
 from tuning.artifacts import artifact_store, attach_files
@@ -42,7 +43,6 @@ from tuning.space import space_fingerprint
 from tuning.storage import open_storage, redact, resolve_storage_url
 from tuning.study import library_versions
 from tuning.transfer_report import (
-    confusion,
     model_card,
     prediction_grid,
     transfer_note,
@@ -221,7 +221,7 @@ def run_transfer(
     y_pred = probs.argmax(axis=1)
     correct = int(np.sum(y_pred == images.y))
     low, high = wilson_interval(correct, len(images.y))
-    counts = confusion(images.y, y_pred, len(names))
+    counts = metrics.confusion_matrix(images.y, y_pred, labels=range(len(names)))
     say(f"training the final model on all {len(images.y)} images")
     staging = staging_dir(out_dir)
     try:
