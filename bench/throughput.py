@@ -63,8 +63,9 @@ import optuna
 from bench.common import save
 from bench.harness import bench_data, bench_spec, load_average, pm, seed_hp, spread
 from tuning.config import StudySpec
-from tuning.cv import fold_indices, release_memory
+from tuning.cv import fold_indices
 from tuning.device import BF16_CPU_FLAGS, detect
+from tuning.memory import release_memory
 from tuning.objective import RungData, make_objective
 from tuning.recipe import STEPS_PER_EXECUTION, Recipe, train
 from tuning.space import CNNHyperModel, seed_params

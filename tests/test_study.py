@@ -54,11 +54,11 @@ def test_new_study_records_its_protocol_and_starts_with_the_seed_network(storage
     assert len(protocol["space_fingerprint"]) == 16
     assert any(p["name"] == "filters_2" for p in study.user_attrs["space"])
     assert study.metric_names == [METRIC_NAME] == ["CV accuracy"]  # not "Objective 0"
+    (waiting,) = study.trials
+    assert waiting.system_attrs["fixed_params"] == seed_params(1)  # the seed network's values
     first = study.ask()
     assert first.number == 0
     assert first.user_attrs["baseline"] == "seed network"
-    hp_values = {name: first.suggest_categorical(name, [v]) for name, v in seed_params(1).items()}
-    assert hp_values == seed_params(1)
 
 
 def test_enqueued_starting_points_follow_the_baseline_with_seed_values_filled_in(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -14,16 +16,16 @@ import optuna
 import pytest
 from PIL import Image
 
-from tests.conftest import save_digit_model
+from tests.conftest import ROOT, save_digit_model
 from tests.letters import write_letters
 from tuning import transfer
 from tuning.artifacts import DASHBOARD_TRIAL_ARTIFACT_PREFIX
 from tuning.cli import main
-from tuning.cv import release_memory
 from tuning.data import file_sha256
 from tuning.device import detect
 from tuning.errors import ModelError, StudyMismatchError
 from tuning.imagefolder import load_image_folder
+from tuning.memory import release_memory
 from tuning.modelfile import CARD_FILE, load_model_file
 from tuning.transfer_report import wilson_interval
 from tuning.transfer_run import run_transfer
@@ -107,6 +109,9 @@ def test_the_new_head_learns_while_the_mnist_network_stays_frozen(
     data = load_image_folder(letters)
     assert base.study == "tiny" and base.trial == 3
 
+    keras.utils.set_random_seed(0)  # the head train() starts from, before any update
+    untrained = transfer.predict_proba(transfer.build(base, 3), data.x)
+    release_memory()
     model = transfer.train(base, data.x, data.y, HEAD_ONLY, num_classes=3, seed=0)
     assert model.output_shape == (None, 3)
     assert [w.path for w in model.trainable_weights] == ["classifier/kernel", "classifier/bias"]
@@ -117,6 +122,8 @@ def test_the_new_head_learns_while_the_mnist_network_stays_frozen(
     )
     probs = transfer.predict_proba(model, data.x)
     assert probs.shape == (18, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # The new head learns: two epochs on the letters lower their loss well below the start's.
+    assert transfer.log_loss(data.y, probs) < 0.8 * transfer.log_loss(data.y, untrained)
     release_memory()
 
     assert transfer.unfreeze_groups(transfer.build(base, 3)) == [
@@ -160,6 +167,18 @@ def test_log_loss_still_ranks_predictions_too_confident_for_float32() -> None:
     assert 0 < transfer.log_loss(y[:1], surer) < transfer.log_loss(y[:1], sure)
 
 
+def test_transfer_does_not_load_the_export_pipeline() -> None:
+    """Transfer reads an exported model through its card; it never needs the code that made it."""
+    check = (
+        "import sys, tuning.transfer_run, tuning.transfer_search; "
+        "print(sorted(m for m in sys.modules if m in ('tuning.export', 'tuning.report')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "['tuning.report']"  # the shared plots, not the pipeline
+
+
 def test_wilson_interval_matches_the_textbook_values() -> None:
     low, high = wilson_interval(27, 27)
     assert high == 1.0 and low == pytest.approx(0.8754, abs=1e-4)
@@ -199,10 +218,12 @@ def test_transfer_end_to_end_publishes_a_model_that_names_letters(
     assert (card["base"]["study"], card["base"]["trial"]) == ("tiny", 3)
     assert card["class_names"] == ["alpha", "beta", "gamma"]
     cv = card["cv"]
-    assert cv["images"] == 18 and cv["correct"] == round(cv["accuracy"] * 18)
-    assert cv["interval"]["method"] == "wilson"
-    assert cv["interval"]["low"] <= cv["accuracy"] <= cv["interval"]["high"]
-    assert np.sum(cv["confusion"]["counts"]) == 18 and len(cv["outer_folds"]) == 2
+    # The held-out predictions behind the figures: the confusion matrix counts every image
+    # once, its diagonal is the correct ones, and the interval is Wilson's for that count.
+    counts = np.array(cv["confusion"]["counts"])
+    assert cv["images"] == counts.sum() == 18 and cv["correct"] == np.trace(counts)
+    assert (cv["interval"]["low"], cv["interval"]["high"]) == wilson_interval(cv["correct"], 18)
+    assert len(cv["outer_folds"]) == 2
     assert card["protocol"]["summary"].startswith("Nested cross-validation")
     assert set(card["params"]) == {"learning_rate", "epochs", "augment", "unfreeze"}
     assert card["sha256"]["model"] == file_sha256(out / "model.keras")
@@ -237,8 +258,10 @@ def test_transfer_end_to_end_publishes_a_model_that_names_letters(
     letter = letters / "beta" / "beta_000.png"
     assert main(["predict", str(out / "model.keras"), str(letter), "--json"]) == 0
     predicted = json.loads(capsys.readouterr().out)[0]
-    assert predicted["label"] in {"alpha", "beta", "gamma"}
-    assert {t["label"] for t in predicted["top"]} == {"alpha", "beta", "gamma"}
+    top = predicted["top"]
+    assert predicted["label"] == top[0]["label"] in {"alpha", "beta", "gamma"}
+    chances = [t["probability"] for t in top]
+    assert chances == sorted(chances, reverse=True) and sum(chances) == pytest.approx(1, abs=1e-3)
 
     # Another class list under the same study name is refused before any training.
     with pytest.raises(StudyMismatchError, match="was made with classes="):

@@ -6,9 +6,6 @@ each fold starts from the same random seed, so two configurations are compared o
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +17,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from tuning.errors import TrainingDivergedError
+from tuning.memory import freeze_long_lived_objects, release_memory
 
 BuildFn = Callable[[], keras.Model]
 EpochFn = Callable[[int, int, float], None]
@@ -124,42 +122,6 @@ def cross_validate(
         if on_fold is not None:
             on_fold(fold, accuracies[-1])
     return CVResult(accuracies, seconds, param_count, histories)
-
-
-def freeze_long_lived_objects() -> None:
-    """Move every object alive now out of the garbage collector's reach, once per process.
-
-    With TensorFlow and Keras loaded, each full collection in `release_memory()` walks some
-    400,000 module-level objects that live as long as the process (0.2-0.6 s per fold here,
-    about 10 % of a small trial). Frozen after one collection, they are never scanned again; what
-    trials create is still collected. `python -m bench throughput` measures the difference.
-    """
-    if gc.get_freeze_count() == 0:
-        gc.collect()  # garbage frozen now would never be freed
-        gc.freeze()
-
-
-def release_memory() -> None:
-    """Free what a finished model held: Keras' graph state, Python garbage, and glibc's free heap.
-
-    Without this, graphs and weights of every fold pile up in one process; `malloc_trim` hands
-    freed heap pages back to the OS so resident memory reflects what is really in use.
-    """
-    keras.backend.clear_session(free_memory=False)  # one full collection below, not two
-    gc.collect()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc() -> Any:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:  # not glibc (macOS, musl): nothing to trim
-        return None
-
-
-_LIBC = _load_libc()
 
 
 def _train_fold(

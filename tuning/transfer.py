@@ -18,9 +18,9 @@ import numpy as np
 from scipy import ndimage
 from sklearn.model_selection import StratifiedKFold
 
-from tuning.cv import release_memory
 from tuning.data import file_sha256
 from tuning.errors import ModelError, TrainingDivergedError
+from tuning.memory import release_memory
 from tuning.modelfile import CARD_FILE, load_model_file, read_card
 
 BATCH_SIZE = 8

@@ -31,14 +31,14 @@ from sklearn import metrics
 
 from tuning import report, transfer
 from tuning.artifacts import artifact_store, attach_files
-from tuning.cv import release_memory
 from tuning.data import file_sha256
 from tuning.device import detect
 from tuning.errors import StudyMismatchError
-from tuning.export import publish, staging_dir
 from tuning.imagefolder import ImageFolder, load_image_folder, resolve_data_dir
+from tuning.memory import release_memory
 from tuning.modelfile import CARD_FILE, load_model_file
 from tuning.notes import write_study_note
+from tuning.publish import publish, staging_dir
 from tuning.space import space_fingerprint
 from tuning.storage import open_storage, redact, resolve_storage_url
 from tuning.study import library_versions

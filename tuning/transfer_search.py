@@ -18,9 +18,9 @@ import optuna
 from optuna.trial import TrialState
 
 from tuning import transfer
-from tuning.cv import release_memory
 from tuning.errors import DataError, TrainingDivergedError, TuningError
 from tuning.imagefolder import ImageFolder
+from tuning.memory import release_memory
 
 DEFAULT_TRIALS = 12
 DEFAULT_OUTER_FOLDS = 3
