@@ -28,8 +28,9 @@ import sqlalchemy.exc
 
 from bench.common import save
 from bench.harness import DEFAULT_STUDY
-from tuning.config import PROTOCOL_VERSION, Rung, load_spec
+from tuning.config import Rung, load_spec
 from tuning.errors import TuningError
+from tuning.records import PROTOCOL_VERSION
 from tuning.rungs import SCORED_STATES, best_at_highest_rung, rung_correlations, rung_scores
 from tuning.storage import redact, resolve_storage_url
 

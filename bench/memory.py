@@ -28,8 +28,9 @@ from bench.harness import ROOT
 from tuning.artifacts import ENV_ARTIFACTS
 from tuning.config import load_spec
 from tuning.objective import make_objective
+from tuning.records import library_versions
 from tuning.space import CNNHyperModel, seed_params
-from tuning.study import library_versions, load_training_data, open_study
+from tuning.study import load_training_data, open_study
 
 SMOKE = ROOT / "studies" / "smoke.toml"
 STUDY = """

@@ -43,7 +43,8 @@ from optuna.distributions import BaseDistribution
 from bench import common
 from bench.harness import DEFAULT_STUDY, load_average
 from tuning.config import load_spec
-from tuning.rungs import RUNGS_ATTR, RungRecord, rung_step
+from tuning.records import TrialKey
+from tuning.rungs import RungRecord, rung_step
 from tuning.storage import open_storage
 
 ENV_POSTGRES = "TUNING_TEST_POSTGRES"
@@ -77,7 +78,7 @@ def _trial(
         records.append(
             RungRecord(rung, mean, statistics.pstdev(done), done, epochs, 10.0).as_attr()
         )
-        trial.set_user_attr(RUNGS_ATTR, records)
+        trial.set_user_attr(TrialKey.RUNGS, records)
         trial.set_user_attr("fold_accuracies", done)
         trial.set_user_attr("cv_std", statistics.pstdev(done))
         trial.set_user_attr("param_count", 421_642)
@@ -139,8 +140,9 @@ def _stats(seconds: list[float]) -> dict[str, float]:
 def _seed_distributions() -> tuple[dict[str, BaseDistribution], dict[str, str], Any]:
     """The seed network's hyperparameter distributions, library versions, the study's pruner."""
     from tuning.hp import OptunaHyperParameters
+    from tuning.records import library_versions
     from tuning.space import CNNHyperModel, seed_params
-    from tuning.study import library_versions, make_pruner
+    from tuning.study import make_pruner
 
     spec = load_spec(DEFAULT_STUDY)
     study = optuna.create_study()

@@ -57,8 +57,9 @@ from tuning.config import Rung, StudySpec
 from tuning.cv import cross_validate, fold_indices
 from tuning.errors import TrainingDivergedError
 from tuning.objective import RungData, make_objective
+from tuning.records import library_versions
 from tuning.space import CNNHyperModel
-from tuning.study import library_versions, load_training_data, make_pruner, make_sampler
+from tuning.study import load_training_data, make_pruner, make_sampler
 
 SEARCHERS = ("ours", "kt_hyperband", "kt_random")
 OBJECTIVE = "cv_accuracy"

@@ -68,9 +68,10 @@ from tuning.device import BF16_CPU_FLAGS, detect
 from tuning.memory import release_memory
 from tuning.objective import RungData, make_objective
 from tuning.recipe import STEPS_PER_EXECUTION, Recipe, train
+from tuning.records import library_versions
 from tuning.space import CNNHyperModel, seed_params
 from tuning.storage import open_storage
-from tuning.study import library_versions, make_pruner, make_sampler
+from tuning.study import make_pruner, make_sampler
 
 SEED_BATCH = 32
 GOAL_SPEEDUP = 1.6  # the recipe against `before`, fold seconds

@@ -23,8 +23,9 @@ from tuning.config import ExportSettings, load_spec
 from tuning.data import file_sha256
 from tuning.device import detect
 from tuning.errors import ExportError, StudyMismatchError
-from tuning.export import EXPORTS_ATTR, export_study, load_exportable_study
+from tuning.export import export_study, load_exportable_study
 from tuning.modelfile import load_model_file
+from tuning.records import StudyKey
 from tuning.study import open_study, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +114,7 @@ def test_the_seed_network_is_exported_first_and_set_beside_the_winner(exported: 
     assert against["trial"] == 0 and against["test_errors"] == baseline_card["test"]["errors"]
     assert against["errors_saved"] == against["test_errors"] - exported.card["test"]["errors"]
     study = optuna.load_study(study_name="smoke", storage=exported.storage)
-    assert set(study.user_attrs[EXPORTS_ATTR]) == {"0", "1"}
+    assert set(study.user_attrs[StudyKey.EXPORTS]) == {"0", "1"}
 
 
 def test_trials_and_export_train_through_the_same_function(

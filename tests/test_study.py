@@ -19,11 +19,10 @@ from tuning.data import file_sha256
 from tuning.device import detect, resolve_precision
 from tuning.errors import ConfigError, StudyMismatchError, TrainingDivergedError
 from tuning.objective import RungData, make_objective
-from tuning.rungs import RUNGS_ATTR
+from tuning.records import TrialKey, library_versions
 from tuning.space import CNNHyperModel, seed_params
 from tuning.study import (
     METRIC_NAME,
-    library_versions,
     open_run,
     open_study,
     run_study,
@@ -220,7 +219,7 @@ def test_a_trial_climbs_the_rungs_reporting_each_at_its_own_step() -> None:
     assert trial.state == TrialState.COMPLETE
     # Rung 0 at step 1, rung 1 at step 3: the steps of successive halving with factor 3.
     assert sorted(trial.intermediate_values) == [1, 3]
-    lower, upper = trial.user_attrs[RUNGS_ATTR]
+    lower, upper = trial.user_attrs[TrialKey.RUNGS]
     assert (len(lower["folds"]), lower["epochs"]) == (1, 1)  # one fold, half the epochs
     assert (len(upper["folds"]), upper["epochs"]) == (2, 2)
     assert trial.intermediate_values[1] == pytest.approx(lower["mean"])
@@ -264,7 +263,7 @@ def test_a_trial_not_promoted_stops_after_its_rung_but_baseline_and_starting_poi
         assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [1, 3]
     else:
         assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
-        assert len(trial.user_attrs[RUNGS_ATTR]) == 1  # the rung it finished is kept
+        assert len(trial.user_attrs[TrialKey.RUNGS]) == 1  # the rung it finished is kept
         files = {m.filename for m in get_all_artifact_meta(trial, storage=study._storage)}
         assert CURVES_JSON in files
 

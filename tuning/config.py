@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from tuning.errors import ConfigError
+from tuning.records import PROTOCOL_VERSION
 
 SAMPLERS = ("tpe", "random")
 # Pruners that decide which trials climb the fidelity rungs (`tuning.rungs`).
 PRUNERS = ("successive_halving", "hyperband", "median", "none")
 # What a stored study's scores mean. Version 2: rungs of growing fidelity, each scored by the
 # trial's own training recipe (tuning.recipe). A study stored under another version is refused.
-PROTOCOL_VERSION = 2
 # Keras dtype policies a model can be built with. mixed_bfloat16 (bfloat16 compute, float32
 # weights) needs a CPU with AVX512-BF16 or AMX to be fast; mixed_float16 a GPU with tensor cores.
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")

@@ -17,11 +17,11 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
 from tuning import report
+from tuning.records import TrialKey
 
 CURVES_JSON = "cv_curves.json"
 CURVES_PNG = "cv_curves.png"
 # Where trials of studies stored before the curves became artifacts keep them.
-LEGACY_ATTR = "fold_histories"
 
 Histories = list[dict[str, list[float]]]
 
@@ -47,4 +47,4 @@ def read_curves(study: optuna.Study, trial: FrozenTrial, *, store: Any) -> Histo
                     return list(json.loads(reader.read())["folds"])
             except (ArtifactNotFound, OSError, ValueError, KeyError):
                 break
-    return list(trial.user_attrs.get(LEGACY_ATTR, []))
+    return list(trial.user_attrs.get(TrialKey.FOLD_HISTORIES, []))

@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuning import report
 from tuning.artifacts import artifact_store, attach_files
-from tuning.config import PROTOCOL_VERSION, StudySpec
+from tuning.config import StudySpec
 from tuning.curves import read_curves
 from tuning.data import file_sha256, load_mnist
 from tuning.device import detect
@@ -36,8 +36,8 @@ from tuning.errors import ExportError, StudyMismatchError
 from tuning.hp import OptunaHyperParameters
 from tuning.modelfile import CARD_FILE, load_model_file
 from tuning.publish import publish, staging_dir
+from tuning.records import PROTOCOL_VERSION, StudyKey, TrialKey, library_versions
 from tuning.rungs import (
-    BASELINE_ATTR,
     SCORED_STATES,
     best_at_highest_rung,
     highest_rung,
@@ -45,14 +45,13 @@ from tuning.rungs import (
 )
 from tuning.space import CNNHyperModel, describe_space, space_fingerprint
 from tuning.storage import open_storage, redact, resolve_storage_url, study_names
-from tuning.study import library_versions, study_precision
+from tuning.study import study_precision
 
 DEFAULT_MODELS = Path("storage/models")
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 CONFIG_FILE = "config.json"
 DIGITS = [str(d) for d in range(10)]
-EXPORTS_ATTR = "exports"  # study user attribute: trial number -> ExportRecord
 LogFn = Callable[[str], None]
 EpochFn = Callable[[int, int, dict[str, float]], None]
 """Called as `on_epoch(epoch, epochs, logs)` after every epoch (epoch counts from 1)."""
@@ -81,7 +80,7 @@ def stored_export(
     study: optuna.Study, trial: int, *, epoch_scale: float, data_sha256: str
 ) -> ExportRecord | None:
     """The stored export of `trial` made with the same epoch scale and training data, if any."""
-    value = (study.user_attrs.get(EXPORTS_ATTR) or {}).get(str(trial))
+    value = (study.user_attrs.get(StudyKey.EXPORTS) or {}).get(str(trial))
     if not value:
         return None
     record = ExportRecord.from_attr(value)
@@ -160,7 +159,7 @@ def check_compatible(study: optuna.Study, spec: StudySpec, data_sha256: str) -> 
         StudyMismatchError: the study predates this protocol, or the data file or the search
             space differ from the study's.
     """
-    protocol = dict(study.user_attrs.get("protocol") or {})
+    protocol = dict(study.user_attrs.get(StudyKey.PROTOCOL) or {})
     if protocol.get("protocol_version") != PROTOCOL_VERSION:
         raise StudyMismatchError(
             f"study '{spec.name}' was stored by an earlier tuning (protocol "
@@ -192,7 +191,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> Path:
 def _baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     """The first seed-network trial that finished every rung it was given."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if trial.user_attrs.get(BASELINE_ATTR):
+        if trial.user_attrs.get(TrialKey.BASELINE):
             return trial
     return None
 
@@ -348,9 +347,11 @@ def export_study(
         param_count = int(model.count_params())
 
         title = f"{spec.name}, trial #{chosen.number}"
-        groups = {f"trial #{chosen.number}": list(chosen.user_attrs.get("fold_accuracies", []))}
+        groups = {
+            f"trial #{chosen.number}": list(chosen.user_attrs.get(TrialKey.FOLD_ACCURACIES, []))
+        }
         if seed_trial is not None and seed_trial.number != chosen.number:
-            folds = list(seed_trial.user_attrs.get("fold_accuracies", []))
+            folds = list(seed_trial.user_attrs.get(TrialKey.FOLD_ACCURACIES, []))
             if folds:
                 groups[f"seed network #{seed_trial.number}"] = folds
         plots = [
@@ -413,16 +414,16 @@ def export_study(
             "study_file": str(spec.path),
             "storage": redact(url),
             "trial": chosen.number,
-            "seed_network": bool(chosen.user_attrs.get(BASELINE_ATTR)),
+            "seed_network": bool(chosen.user_attrs.get(TrialKey.BASELINE)),
             "params": chosen.params,
             "cv": {
                 "rung": top,
                 "mean": score,
-                "std": chosen.user_attrs.get("cv_std"),
-                "folds": chosen.user_attrs.get("fold_accuracies"),
+                "std": chosen.user_attrs.get(TrialKey.CV_STD),
+                "folds": chosen.user_attrs.get(TrialKey.FOLD_ACCURACIES),
                 "rung_scores": rung_scores(chosen),
                 "protocol": protocol,
-                "train_seconds": chosen.user_attrs.get("train_seconds"),
+                "train_seconds": chosen.user_attrs.get(TrialKey.TRAIN_SECONDS),
             },
             "test": {"accuracy": accuracy, "loss": loss, "errors": errors, "images": len(test.y)},
             "baseline": None
@@ -467,9 +468,9 @@ def export_study(
     finally:
         keras.backend.clear_session()
         gc.collect()
-    exports = dict(study.user_attrs.get(EXPORTS_ATTR) or {})
+    exports = dict(study.user_attrs.get(StudyKey.EXPORTS) or {})
     exports[str(chosen.number)] = dataclasses.asdict(record)
-    study.set_user_attr(EXPORTS_ATTR, exports)
+    study.set_user_attr(StudyKey.EXPORTS, exports)
     study.set_user_attr(
         "export", {**dataclasses.asdict(record), "card_artifact": card["artifacts"][CARD_FILE]}
     )

@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 
 from tuning.config import Rung
+from tuning.records import StudyKey, TrialKey
 from tuning.rungs import RungCorrelation, rung_correlations, rung_step
 
 EXPORT_COMMAND = "tuning export {study_file}"
@@ -113,7 +114,7 @@ def study_note(
 
     Sections whose attributes are missing are left out, so any study gets a sensible note.
     """
-    study_file = attrs.get("study_file")
+    study_file = attrs.get(StudyKey.STUDY_FILE)
     lines = [f"## {study_name}", ""]
     lines.append(
         f"Written by `tuning study` from `{study_file}` on every run; edits made here are "
@@ -121,7 +122,7 @@ def study_note(
         if study_file
         else "Written by `tuning`; edits made here may be replaced."
     )
-    protocol = attrs.get("protocol")
+    protocol = attrs.get(StudyKey.PROTOCOL)
     if isinstance(protocol, Mapping):
         lines += ["", *_protocol_section(protocol)]
         if correlations:
@@ -134,7 +135,7 @@ def study_note(
                 f"- **Training file sha256:** `{protocol['data_sha256']}`",
                 "- A resumed run checks this hash, so every trial here saw the same images.",
             ]
-    space = attrs.get("space")
+    space = attrs.get(StudyKey.SPACE)
     if isinstance(space, list) and space:
         lines += ["", f"### Search space ({len(space)} hyperparameters)", "", space_table(space)]
     if study_file:
@@ -153,7 +154,7 @@ def study_note(
     if devices:
         lines += ["", "### Devices", ""]
         lines += [f"- {name}: {n} trial(s) so far" for name, n in devices.items()]
-    versions = attrs.get("versions")
+    versions = attrs.get(StudyKey.VERSIONS)
     if isinstance(versions, Mapping) and versions:
         listed = ", ".join(f"{k} {v}" for k, v in versions.items())
         lines += ["", "### Versions", "", listed]
@@ -167,7 +168,7 @@ def trial_devices(study: optuna.Study, current: str | None = None) -> dict[str, 
     if current:
         counts[current] = 0
     for trial in study.get_trials(deepcopy=False):
-        device = (trial.user_attrs.get("versions") or {}).get("device")
+        device = (trial.user_attrs.get(TrialKey.VERSIONS) or {}).get("device")
         if device and trial.state.is_finished():
             counts[device] = counts.get(device, 0) + 1
     return counts
@@ -184,7 +185,7 @@ def write_study_note(
 
     text = body
     if text is None:
-        rungs = len((study.user_attrs.get("protocol") or {}).get("rungs") or [])
+        rungs = len((study.user_attrs.get(StudyKey.PROTOCOL) or {}).get("rungs") or [])
         correlations = rung_correlations(study.get_trials(deepcopy=False), rungs=rungs)
         text = study_note(
             study.study_name, study.user_attrs, trial_devices(study, device), correlations

@@ -19,7 +19,8 @@ from tuning.curves import attach_curves
 from tuning.cv import CVResult, cross_validate
 from tuning.errors import TrainingDivergedError
 from tuning.hp import OptunaHyperParameters
-from tuning.rungs import BASELINE_ATTR, ENQUEUED_ATTR, RUNGS_ATTR, RungRecord, rung_step
+from tuning.records import TrialKey
+from tuning.rungs import RungRecord, rung_step
 from tuning.space import CNNHyperModel
 
 ProgressFn = Callable[[str], None]
@@ -54,19 +55,19 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         hp = OptunaHyperParameters(trial)
         records: list[RungRecord] = []
-        trial.set_user_attr("versions", versions)
+        trial.set_user_attr(TrialKey.VERSIONS, versions)
         start = time.perf_counter()
         result: CVResult | None = None
         try:
             for index, rung_data in enumerate(data):
                 result = _score_rung(trial, hypermodel, hp, rung_data, index, spec, on_progress)
                 records.append(_record(index, result, hypermodel, hp, rung_data.rung))
-                trial.set_user_attr(RUNGS_ATTR, [r.as_attr() for r in records])
-                trial.set_user_attr("fold_accuracies", result.fold_accuracies)
-                trial.set_user_attr("cv_std", result.std)
-                trial.set_user_attr("param_count", result.param_count)
+                trial.set_user_attr(TrialKey.RUNGS, [r.as_attr() for r in records])
+                trial.set_user_attr(TrialKey.FOLD_ACCURACIES, result.fold_accuracies)
+                trial.set_user_attr(TrialKey.CV_STD, result.std)
+                trial.set_user_attr(TrialKey.PARAM_COUNT, result.param_count)
                 trial.set_user_attr(
-                    "train_seconds", round(sum(r.train_seconds for r in records), 2)
+                    TrialKey.TRAIN_SECONDS, round(sum(r.train_seconds for r in records), 2)
                 )
                 trial.report(result.mean, step=rung_step(index))
                 # The baseline and the study file's starting points are scored on every rung
@@ -76,10 +77,10 @@ def make_objective(
                 if index < last and trial.should_prune() and not _climbs_every_rung(trial):
                     raise optuna.TrialPruned(f"not promoted past rung {index}")
         except TrainingDivergedError as exc:
-            trial.set_user_attr("fail_reason", str(exc))
+            trial.set_user_attr(TrialKey.FAIL_REASON, str(exc))
             raise
         finally:
-            trial.set_user_attr("trial_seconds", round(time.perf_counter() - start, 2))
+            trial.set_user_attr(TrialKey.TRIAL_SECONDS, round(time.perf_counter() - start, 2))
             if result is not None and records:
                 attach_curves(
                     trial,
@@ -126,7 +127,9 @@ def _score_rung(
 
 
 def _climbs_every_rung(trial: optuna.Trial) -> bool:
-    return bool(trial.user_attrs.get(BASELINE_ATTR) or trial.user_attrs.get(ENQUEUED_ATTR))
+    return bool(
+        trial.user_attrs.get(TrialKey.BASELINE) or trial.user_attrs.get(TrialKey.ENQUEUED_FROM)
+    )
 
 
 def _record(

@@ -10,8 +10,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
+from tuning.records import StudyKey, TrialKey
 from tuning.rungs import (
-    BASELINE_ATTR,
     best_at_highest_rung,
     highest_rung,
     rung_correlations,
@@ -85,8 +85,8 @@ def _fmt(value: Any) -> str:
 
 def cv_line(trial: FrozenTrial) -> str:
     """'0.9912 ± 0.0011 over 3 folds (0.9901, 0.9925, 0.9910)' for a trial's last rung."""
-    folds = trial.user_attrs.get("fold_accuracies", [])
-    std = trial.user_attrs.get("cv_std", float(np.std(folds)) if folds else 0.0)
+    folds = trial.user_attrs.get(TrialKey.FOLD_ACCURACIES, [])
+    std = trial.user_attrs.get(TrialKey.CV_STD, float(np.std(folds)) if folds else 0.0)
     listed = ", ".join(f"{a:.4f}" for a in folds)
     value = rung_scores(trial).get(highest_rung(trial), trial.value)
     return f"{value:.4f} ± {std:.4f} over {len(folds)} folds ({listed})"
@@ -110,7 +110,7 @@ def summary(
     if best is None:
         lines.append("No trial has finished a rung yet: run the same command again to continue.")
         return "\n".join(lines)
-    rungs = len((study.user_attrs.get("protocol") or {}).get("rungs") or [])
+    rungs = len((study.user_attrs.get(StudyKey.PROTOCOL) or {}).get("rungs") or [])
     reached = [sum(highest_rung(t) >= r for t in trials) for r in range(rungs)]
     if rungs > 1:
         lines.append("Trials per rung: " + ", ".join(f"{r}: {n}" for r, n in enumerate(reached)))
@@ -118,14 +118,14 @@ def summary(
     lines.append(
         f"Best: trial #{best.number} at rung {highest_rung(best)}, CV accuracy {cv_line(best)}"
     )
-    baseline = next((t for t in complete if t.user_attrs.get(BASELINE_ATTR)), None)
+    baseline = next((t for t in complete if t.user_attrs.get(TrialKey.BASELINE)), None)
     if baseline is not None:
         lines.append(f"Seed network (trial #{baseline.number}): {cv_line(baseline)}")
     extra = []
-    if "param_count" in best.user_attrs:
-        extra.append(f"{best.user_attrs['param_count']:,} weights")
-    if "train_seconds" in best.user_attrs:
-        extra.append(f"{best.user_attrs['train_seconds']:.0f} s training")
+    if TrialKey.PARAM_COUNT in best.user_attrs:
+        extra.append(f"{best.user_attrs[TrialKey.PARAM_COUNT]:,} weights")
+    if TrialKey.TRAIN_SECONDS in best.user_attrs:
+        extra.append(f"{best.user_attrs[TrialKey.TRAIN_SECONDS]:.0f} s training")
     if extra:
         lines.append("  " + ", ".join(extra))
     lines.append("Parameters:")

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tuning.errors import TrainingDivergedError
+from tuning.divergence import DivergenceGuard
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 # warmup_cosine: a linear warm-up from a tenth of the rate over the first tenth of the steps,
@@ -185,13 +185,6 @@ def make_dataset(
     return data.prefetch(tf.data.AUTOTUNE)
 
 
-class _DivergenceGuard(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        loss = float((logs or {}).get("loss", math.nan))
-        if not math.isfinite(loss):
-            raise TrainingDivergedError(f"training loss became {loss} in epoch {epoch + 1}")
-
-
 def train(
     model: keras.Model,
     recipe: Recipe,
@@ -233,6 +226,6 @@ def train(
         epochs=recipe.epochs,
         shuffle=False,  # the dataset reshuffles every epoch itself
         validation_data=validation,
-        callbacks=[*(callbacks or []), _DivergenceGuard()],
+        callbacks=[*(callbacks or []), DivergenceGuard()],
         verbose=0,
     )

@@ -19,11 +19,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
+from tuning.records import TrialKey
+
 REDUCTION_FACTOR = 3
 SCORED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-RUNGS_ATTR = "rungs"  # the user attribute holding a trial's `RungRecord`s
-BASELINE_ATTR = "baseline"  # set on the seed-network trial: never pruned, the export's yardstick
-ENQUEUED_ATTR = "enqueued_from"  # set on trials from [[study.enqueue]]: the study file
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class RungRecord:
 
 def rung_records(trial: FrozenTrial) -> list[RungRecord]:
     """The trial's finished rungs, lowest first."""
-    return [RungRecord.from_attr(v) for v in trial.user_attrs.get(RUNGS_ATTR, [])]
+    return [RungRecord.from_attr(v) for v in trial.user_attrs.get(TrialKey.RUNGS, [])]
 
 
 def rung_step(rung: int) -> int:

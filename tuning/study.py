@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import time
 import warnings
 from collections.abc import Callable
@@ -10,19 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
 from tuning import rungs
 from tuning.artifacts import artifact_store
-from tuning.config import PROTOCOL_VERSION, StudySpec, resumable_protocol
+from tuning.config import StudySpec, resumable_protocol
 from tuning.data import load_mnist, stratified_subset
 from tuning.device import detect, resolve_precision
 from tuning.errors import ConfigError, StudyMismatchError, TrainingDivergedError
 from tuning.notes import write_study_note
 from tuning.objective import RungData, make_objective
-from tuning.rungs import BASELINE_ATTR, ENQUEUED_ATTR
+from tuning.records import PROTOCOL_VERSION, StudyKey, TrialKey, library_versions
 from tuning.space import (
     CNNHyperModel,
     check_params,
@@ -36,25 +34,6 @@ ProgressFn = Callable[[str], None]
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 # What the dashboard's charts call the objective (instead of "Objective 0").
 METRIC_NAME = "CV accuracy"
-
-
-def library_versions() -> dict[str, str]:
-    """Versions, and the device, that decide what a trial computes; recorded on every trial."""
-    import keras
-    import keras_tuner
-    import sklearn
-    import tensorflow as tf
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "keras_tuner": keras_tuner.__version__,
-        "optuna": optuna.__version__,
-        "numpy": np.__version__,
-        "scikit_learn": sklearn.__version__,
-        "device": detect().describe(),
-    }
 
 
 def make_sampler(spec: StudySpec, *, offset: int = 0, salt: int = 0) -> optuna.samplers.BaseSampler:
@@ -130,13 +109,13 @@ def open_study(
         if spec.enqueue_seed:
             ensure_baseline(study, max_epochs=spec.fidelity.max_epochs)
         for params in enqueue:
-            study.enqueue_trial(params, user_attrs={ENQUEUED_ATTR: str(spec.path)})
-        study.set_user_attr("space", space)
-        study.set_user_attr("study_file", str(spec.path))
-        study.set_user_attr("versions", library_versions())
-        study.set_user_attr("protocol", expected)
+            study.enqueue_trial(params, user_attrs={TrialKey.ENQUEUED_FROM: str(spec.path)})
+        study.set_user_attr(StudyKey.SPACE, space)
+        study.set_user_attr(StudyKey.STUDY_FILE, str(spec.path))
+        study.set_user_attr(StudyKey.VERSIONS, library_versions())
+        study.set_user_attr(StudyKey.PROTOCOL, expected)
     else:
-        origin = study.user_attrs.get("study_file", "?")
+        origin = study.user_attrs.get(StudyKey.STUDY_FILE, "?")
         stored = resumable_protocol(stored)
         if stored.get("protocol_version") != PROTOCOL_VERSION:
             raise StudyMismatchError(
@@ -186,15 +165,15 @@ def ensure_baseline(study: optuna.Study, *, max_epochs: int) -> bool:
         optuna.storages.fail_stale_trials(study)  # does nothing without a heartbeat
     states = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
     for trial in study.get_trials(deepcopy=False, states=states):
-        if trial.user_attrs.get(BASELINE_ATTR):
+        if trial.user_attrs.get(TrialKey.BASELINE):
             return False
-    study.enqueue_trial(seed_params(max_epochs), user_attrs={BASELINE_ATTR: "seed network"})
+    study.enqueue_trial(seed_params(max_epochs), user_attrs={TrialKey.BASELINE: "seed network"})
     return True
 
 
 def study_precision(study: optuna.Study) -> str:
     """The Keras dtype policy the study's trials were scored in (what `auto` resolved to)."""
-    return str(resumable_protocol(study.user_attrs.get("protocol") or {})["precision"])
+    return str(resumable_protocol(study.user_attrs.get(StudyKey.PROTOCOL) or {})["precision"])
 
 
 def _wait_for_protocol(study: optuna.Study, timeout: float = 30.0) -> dict[str, Any] | None:
@@ -205,8 +184,8 @@ def _wait_for_protocol(study: optuna.Study, timeout: float = 30.0) -> dict[str, 
         # Trials without a protocol mean the study was made by something else: no need to wait.
         # (The creator enqueues the baseline just before writing the protocol.)
         started = any(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
-        if "protocol" in attrs or started or time.monotonic() > deadline:
-            return attrs.get("protocol")
+        if StudyKey.PROTOCOL in attrs or started or time.monotonic() > deadline:
+            return attrs.get(StudyKey.PROTOCOL)
         time.sleep(0.2)
 
 

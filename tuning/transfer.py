@@ -16,10 +16,11 @@ from typing import Any
 import keras
 import numpy as np
 from scipy import ndimage
-from sklearn.model_selection import StratifiedKFold
 
+from tuning.cv import fold_indices
 from tuning.data import file_sha256
-from tuning.errors import ModelError, TrainingDivergedError
+from tuning.divergence import DivergenceGuard
+from tuning.errors import ModelError
 from tuning.memory import release_memory
 from tuning.modelfile import CARD_FILE, load_model_file, read_card
 
@@ -193,11 +194,16 @@ def _fit(
     )
     xs, ys = _epochs_of(x, y, epochs, strength, seed)
     # One pass over the pre-augmented epochs: same steps as `epochs` epochs, one traced loop.
-    history = model.fit(xs, ys, batch_size=BATCH_SIZE, epochs=1, shuffle=False, verbose=0)
-    loss = float(history.history["loss"][-1])
-    if not np.isfinite(loss):
-        raise TrainingDivergedError(f"transfer training loss became {loss}")
-    return loss
+    history = model.fit(
+        xs,
+        ys,
+        batch_size=BATCH_SIZE,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[DivergenceGuard("transfer training, ")],
+    )
+    return float(history.history["loss"][-1])
 
 
 def train(
@@ -245,14 +251,6 @@ def predict_proba(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(outputs), dtype=np.float64)
 
 
-def stratified_folds(
-    y: np.ndarray, *, folds: int, seed: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified (train, held-out) index pairs, fixed by the labels, `folds` and `seed`."""
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(y)), y))
-
-
 def held_out_probabilities(
     base: BaseModel,
     x: np.ndarray,
@@ -265,7 +263,7 @@ def held_out_probabilities(
 ) -> np.ndarray:
     """Out-of-fold class probabilities (N, C): each image scored by a model that never saw it."""
     probs = np.zeros((len(y), num_classes))
-    for fold, (train_idx, held_idx) in enumerate(stratified_folds(y, folds=folds, seed=seed)):
+    for fold, (train_idx, held_idx) in enumerate(fold_indices(y, folds=folds, seed=seed)):
         try:
             model = train(
                 base,

@@ -39,9 +39,9 @@ from tuning.memory import release_memory
 from tuning.modelfile import CARD_FILE, load_model_file
 from tuning.notes import write_study_note
 from tuning.publish import publish, staging_dir
+from tuning.records import StudyKey, TrialKey, library_versions
 from tuning.space import space_fingerprint
 from tuning.storage import open_storage, redact, resolve_storage_url
-from tuning.study import library_versions
 from tuning.transfer_report import (
     model_card,
     prediction_grid,
@@ -95,17 +95,17 @@ def open_transfer_study(url: str, name: str, protocol: dict[str, Any]) -> tuple[
     storage = open_storage(url)
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
-        study.set_user_attr("protocol", protocol)
+        study.set_user_attr(StudyKey.PROTOCOL, protocol)
         study.set_metric_names([METRIC_NAME])
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(storage=storage, study_name=name)
     if study.metric_names is None:  # stored before the objective was named
         study.set_metric_names([METRIC_NAME])
-    stored = study.user_attrs.get("protocol")
+    stored = study.user_attrs.get(StudyKey.PROTOCOL)
     if stored is None and not study.trials:
         # A run stopped between creating the study and recording its protocol.
-        study.set_user_attr("protocol", protocol)
+        study.set_user_attr(StudyKey.PROTOCOL, protocol)
         return study, True
     stored = stored or {}
     for key, want in protocol.items():
@@ -266,7 +266,7 @@ def run_transfer(
                 "tuning": {
                     "best_trial": best.number,
                     "best_cv_log_loss": best.value,
-                    "best_cv_accuracy": best.user_attrs.get("cv_accuracy"),
+                    "best_cv_accuracy": best.user_attrs.get(TrialKey.CV_ACCURACY),
                     "note": "optimistic: the configuration was chosen on these same folds",
                     "trials": len(study.trials),
                 },

@@ -18,9 +18,11 @@ import optuna
 from optuna.trial import TrialState
 
 from tuning import transfer
+from tuning.cv import fold_indices
 from tuning.errors import DataError, TrainingDivergedError, TuningError
 from tuning.imagefolder import ImageFolder
 from tuning.memory import release_memory
+from tuning.records import TrialKey
 
 DEFAULT_TRIALS = 12
 DEFAULT_OUTER_FOLDS = 3
@@ -74,10 +76,10 @@ def _objective(
                 base, x, y, params, num_classes=num_classes, folds=search.inner_folds, seed=seed
             )
         except TrainingDivergedError as exc:
-            trial.set_user_attr("failed_because", str(exc))
+            trial.set_user_attr(TrialKey.FAIL_REASON, str(exc))
             raise optuna.TrialPruned(str(exc)) from None
-        trial.set_user_attr("cv_accuracy", float(np.mean(probs.argmax(axis=1) == y)))
-        trial.set_user_attr("train_seconds", round(time.perf_counter() - start, 2))
+        trial.set_user_attr(TrialKey.CV_ACCURACY, float(np.mean(probs.argmax(axis=1) == y)))
+        trial.set_user_attr(TrialKey.TRAIN_SECONDS, round(time.perf_counter() - start, 2))
         return transfer.log_loss(y, probs)
 
     return objective
@@ -98,7 +100,7 @@ def tune(
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     if not study.trials:
         defaults = {p["name"]: p["default"] for p in search.space}
-        study.enqueue_trial(defaults, user_attrs={"baseline": "default transfer"})
+        study.enqueue_trial(defaults, user_attrs={TrialKey.BASELINE: "default transfer"})
     study.sampler = _sampler(seed + len(study.trials), trials)
     if trials > done:
         study.optimize(
@@ -125,7 +127,7 @@ def nested_cv(
     probs = np.zeros((len(data.y), num_classes))
     folds = []
     outer_folds = search.outer_folds
-    splits = transfer.stratified_folds(data.y, folds=outer_folds, seed=seed + 1)
+    splits = fold_indices(data.y, folds=outer_folds, seed=seed + 1)
     for fold, (train_idx, held_idx) in enumerate(splits):
         start = time.perf_counter()
         inner = optuna.create_study(direction="minimize")
