@@ -108,10 +108,10 @@ def save_digit_model(
     import keras
     import optuna
 
+    from tuning.card import CARD_FILE
     from tuning.data import file_sha256
     from tuning.hp import OptunaHyperParameters
     from tuning.memory import release_memory
-    from tuning.modelfile import CARD_FILE
     from tuning.space import CNNHyperModel, seed_params
 
     with np.load(mnist_npz) as data:

@@ -64,7 +64,7 @@ def exported(mnist_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Expor
         trial=1,
         artifacts=root / "artifacts",
     )
-    return Exported(storage, mnist_npz, result.out_dir, root / "artifacts", result.card)
+    return Exported(storage, mnist_npz, result.out_dir, root / "artifacts", result.card.to_dict())
 
 
 def test_export_writes_model_savedmodel_card_plots_and_config(exported: Exported) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import keras
 import pytest
 
+from tuning.card import CARD_FILE
 from tuning.errors import ModelError
-from tuning.modelfile import CARD_FILE, class_names, load_model_file
+from tuning.modelfile import class_names, load_model_file
 
 
 def tiny_model(*, with_lambda: bool = False) -> keras.Model:

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import save_digit_model
+from tuning.card import CARD_FILE
 from tuning.cli import main
 from tuning.errors import ImageError, ModelError
-from tuning.modelfile import CARD_FILE
 from tuning.predict import predict_images
 
 REAL_MNIST = Path(os.environ.get("TUNING_MNIST", "/nonexistent")).is_file()

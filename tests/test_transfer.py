@@ -20,13 +20,14 @@ from tests.conftest import ROOT, save_digit_model
 from tests.letters import write_letters
 from tuning import transfer
 from tuning.artifacts import DASHBOARD_TRIAL_ARTIFACT_PREFIX
+from tuning.card import CARD_FILE
 from tuning.cli import main
 from tuning.data import file_sha256
 from tuning.device import detect
 from tuning.errors import ModelError, StudyMismatchError
 from tuning.imagefolder import load_image_folder
 from tuning.memory import release_memory
-from tuning.modelfile import CARD_FILE, load_model_file
+from tuning.modelfile import load_model_file
 from tuning.transfer_report import wilson_interval
 from tuning.transfer_run import run_transfer
 from tuning.transfer_search import Search

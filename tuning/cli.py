@@ -183,7 +183,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         console.say("\nInterrupted: nothing was written; any previous export is unchanged.")
         return 130
-    card = result.card
+    card = result.card.to_dict()
     baseline = card["baseline"]
     versus = ""
     if baseline and baseline["trial"] == card["trial"]:

@@ -28,13 +28,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuning import report
 from tuning.artifacts import artifact_store, attach_files
+from tuning.card import CARD_FILE, ModelCard
 from tuning.config import StudySpec
 from tuning.curves import read_curves
 from tuning.data import file_sha256, load_mnist
 from tuning.device import detect
 from tuning.errors import ExportError, StudyMismatchError
 from tuning.hp import OptunaHyperParameters
-from tuning.modelfile import CARD_FILE, load_model_file
+from tuning.modelfile import load_model_file
 from tuning.publish import publish, staging_dir
 from tuning.records import PROTOCOL_VERSION, StudyKey, TrialKey, library_versions
 from tuning.rungs import (
@@ -93,7 +94,7 @@ class ExportResult:
     """Where the export went and what its card says."""
 
     out_dir: Path
-    card: dict[str, Any]
+    card: ModelCard
 
 
 def default_out_dir(study_name: str) -> Path:
@@ -408,15 +409,13 @@ def export_study(
         )
         if seed_trial is not None and seed_trial.number == chosen.number:
             reference = record  # the winner is the seed network itself
-        card: dict[str, Any] = {
-            "card_version": 2,
-            "study": spec.name,
-            "study_file": str(spec.path),
-            "storage": redact(url),
-            "trial": chosen.number,
-            "seed_network": bool(chosen.user_attrs.get(TrialKey.BASELINE)),
-            "params": chosen.params,
-            "cv": {
+        card = ModelCard(
+            kind="export",
+            study=spec.name,
+            trial=chosen.number,
+            params=chosen.params,
+            class_names=DIGITS,
+            cv={
                 "rung": top,
                 "mean": score,
                 "std": chosen.user_attrs.get(TrialKey.CV_STD),
@@ -425,42 +424,48 @@ def export_study(
                 "protocol": protocol,
                 "train_seconds": chosen.user_attrs.get(TrialKey.TRAIN_SECONDS),
             },
-            "test": {"accuracy": accuracy, "loss": loss, "errors": errors, "images": len(test.y)},
-            "baseline": None
-            if reference is None
-            else {
-                **dataclasses.asdict(reference),
-                "errors_saved": reference.test_errors - errors,
+            sha256={"model": file_sha256(model_path), "data": train.sha256},
+            versions=library_versions(),
+            created=record.created,
+            sections={
+                "study_file": str(spec.path),
+                "storage": redact(url),
+                "seed_network": bool(chosen.user_attrs.get(TrialKey.BASELINE)),
+                "test": {
+                    "accuracy": accuracy,
+                    "loss": loss,
+                    "errors": errors,
+                    "images": len(test.y),
+                },
+                "baseline": None
+                if reference is None
+                else {
+                    **dataclasses.asdict(reference),
+                    "errors_saved": reference.test_errors - errors,
+                },
+                "training": {
+                    "images": len(train.y),
+                    "recipe": dataclasses.asdict(recipe),
+                    "epoch_scale": settings.epoch_scale,
+                    "seed": spec.seed,
+                    "final_loss": curves["loss"][-1],
+                    "final_accuracy": curves["accuracy"][-1],
+                    "seconds": round(seconds, 2),
+                    "device": detect().describe(),
+                },
+                "param_count": param_count,
+                "data": train.source,
+                "files": sorted(
+                    [MODEL_FILE, SAVED_MODEL_DIR, CARD_FILE, CONFIG_FILE, *(p.name for p in plots)]
+                ),
+                "artifacts": ids,
             },
-            "training": {
-                "images": len(train.y),
-                "recipe": dataclasses.asdict(recipe),
-                "epoch_scale": settings.epoch_scale,
-                "seed": spec.seed,
-                "final_loss": curves["loss"][-1],
-                "final_accuracy": curves["accuracy"][-1],
-                "seconds": round(seconds, 2),
-                "device": detect().describe(),
-            },
-            "param_count": param_count,
-            "sha256": {"model": file_sha256(model_path), "data": train.sha256},
-            "data": train.source,
-            "class_names": DIGITS,
-            "input": {
-                "shape": [28, 28, 1],
-                "range": "0..255",
-                "ink": "light on dark",
-                "preprocess": "tuning.preprocess.prepare_image",
-            },
-            "versions": library_versions(),
-            "created": record.created,
-            "files": sorted(
-                [MODEL_FILE, SAVED_MODEL_DIR, CARD_FILE, CONFIG_FILE, *(p.name for p in plots)]
-            ),
-            "artifacts": ids,
+        )
+        card_path = card.write(staging)
+        card.sections["artifacts"] = {
+            **ids,
+            **attach_files(study, chosen, [card_path], store=store),
         }
-        card_path = _write_json(staging / CARD_FILE, card)
-        card["artifacts"] = {**ids, **attach_files(study, chosen, [card_path], store=store)}
         publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -471,8 +476,9 @@ def export_study(
     exports = dict(study.user_attrs.get(StudyKey.EXPORTS) or {})
     exports[str(chosen.number)] = dataclasses.asdict(record)
     study.set_user_attr(StudyKey.EXPORTS, exports)
+    card_artifact = card.sections["artifacts"][CARD_FILE]
     study.set_user_attr(
-        "export", {**dataclasses.asdict(record), "card_artifact": card["artifacts"][CARD_FILE]}
+        StudyKey.EXPORT, {**dataclasses.asdict(record), "card_artifact": card_artifact}
     )
     say(f"wrote {out_dir}{os.sep}")
     return ExportResult(out_dir, card)

@@ -1,15 +1,14 @@
-"""Load a trained model from a `.keras` file safely, and read the model card beside it."""
+"""Load a trained model from a `.keras` file safely; name its outputs from the card beside it."""
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from tuning.card import CARD_FILE, ModelCard
 from tuning.errors import ModelError
 
-CARD_FILE = "model_card.json"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
@@ -58,41 +57,18 @@ def load_model_file(path: str | Path) -> Any:
     return model
 
 
-def read_card(model_path: str | Path) -> dict[str, Any] | None:
-    """The model card (`model_card.json`) next to a model file, or None if there is none.
-
-    Raises:
-        ModelError: the card exists but is not a JSON object.
-    """
-    card_path = Path(model_path).with_name(CARD_FILE)
-    if not card_path.is_file():
-        return None
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{card_path}: not a readable JSON model card ({exc})") from None
-    if not isinstance(card, dict):
-        raise ModelError(f"{card_path}: a model card must be a JSON object. Received: {card!r:.60}")
-    return card
-
-
 def class_names(model_path: str | Path, num_classes: int) -> list[str]:
-    """The labels of a model's outputs: the card's `class_names`, else "0", "1", ...
+    """The labels of a model's outputs: its card's `class_names`, else "0", "1", ...
 
     Raises:
-        ModelError: the card's `class_names` is not a list of `num_classes` strings.
+        ModelError: the card is unreadable, or its `class_names` are not `num_classes` strings.
     """
-    card = read_card(model_path)
-    if card is None or "class_names" not in card:
+    card = ModelCard.read(model_path)
+    if card is None or card.class_names is None:
         return [str(i) for i in range(num_classes)]
-    names = card["class_names"]
-    if (
-        not isinstance(names, list)
-        or len(names) != num_classes
-        or not all(isinstance(n, str) for n in names)
-    ):
+    if len(card.class_names) != num_classes:
         raise ModelError(
             f"{Path(model_path).with_name(CARD_FILE)}: 'class_names' must be a list of "
-            f"{num_classes} strings (one per model output). Received: {names!r:.80}"
+            f"{num_classes} strings (one per model output). Received: {card.class_names!r:.80}"
         )
-    return names
+    return card.class_names

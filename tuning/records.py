@@ -23,6 +23,8 @@ class StudyKey(StrEnum):
     STUDY_FILE = "study_file"  # the study file that created it
     VERSIONS = "versions"  # `library_versions()` at creation
     EXPORTS = "exports"  # trial number -> `ExportRecord` of each export made from it
+    EXPORT = "export"  # the latest export's record and its card's artifact id
+    TRANSFER = "transfer"  # a transfer study's result: accuracy, interval, output folder
 
 
 class TrialKey(StrEnum):

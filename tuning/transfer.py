@@ -17,12 +17,13 @@ import keras
 import numpy as np
 from scipy import ndimage
 
+from tuning.card import CARD_FILE, ModelCard
 from tuning.cv import fold_indices
 from tuning.data import file_sha256
 from tuning.divergence import DivergenceGuard
 from tuning.errors import ModelError
 from tuning.memory import release_memory
-from tuning.modelfile import CARD_FILE, load_model_file, read_card
+from tuning.modelfile import load_model_file
 
 BATCH_SIZE = 8
 # Fine-tuning the unfrozen top runs at this fraction of the head's learning rate, for half the
@@ -57,17 +58,17 @@ class BaseModel:
 
     path: Path
     sha256: str
-    card: dict[str, Any]
+    card: ModelCard
     config: dict[str, Any]
     weights: list[np.ndarray]
 
     @property
     def study(self) -> str | None:
-        return self.card.get("study")
+        return self.card.study
 
     @property
     def trial(self) -> int | None:
-        return self.card.get("trial")
+        return self.card.trial
 
 
 def load_base(path: str | Path) -> BaseModel:
@@ -81,17 +82,17 @@ def load_base(path: str | Path) -> BaseModel:
     if not path.is_file():
         raise ModelError(f"{path}: model file not found; run `tuning export` first")
     card_path = path.with_name(CARD_FILE)
-    card = read_card(path)
+    card = ModelCard.read(path)
     if card is None:
         raise ModelError(
             f"{path}: no {CARD_FILE} beside it; expected a model written by `tuning export`, "
             "whose card holds the sha256 checked before transfer"
         )
-    hashes = card.get("sha256")
-    expected = hashes.get("model") if isinstance(hashes, dict) else None
-    if not isinstance(expected, str):
+    expected = card.model_sha256
+    if expected is None:
         raise ModelError(
-            f"{card_path}: expected a 'sha256': {{'model': HEX}} field. Received: {hashes!r:.80}"
+            f"{card_path}: expected a 'sha256': {{'model': HEX}} field. "
+            f"Received: {card.sha256!r:.80}"
         )
     actual = file_sha256(path)
     if actual != expected:

@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.stats import binomtest
 
+from tuning.card import ModelCard
 from tuning.notes import space_table
 from tuning.report import DPI, MISTAKE
 
@@ -132,30 +133,22 @@ def transfer_note(card: Mapping[str, Any], space: list[dict[str, Any]], command:
     return "\n".join(lines) + "\n"
 
 
-def model_card(card: Mapping[str, Any], details: str) -> dict[str, Any]:
-    """The card `tuning predict` reads (class names), shaped like an export's; `details` names
-    the full transfer card beside it."""
-    return {
-        "card_version": 1,
-        "kind": "transfer",
-        "study": card["study"],
-        "trial": card["tuning"]["best_trial"],
-        "params": card["params"],
-        "class_names": card["class_names"],
-        "cv": {
+def model_card(card: Mapping[str, Any], details: str) -> ModelCard:
+    """The card `tuning predict` reads (class names) for a transfer, from its full card;
+    `details` names that full card beside it."""
+    return ModelCard(
+        kind="transfer",
+        study=card["study"],
+        trial=card["tuning"]["best_trial"],
+        params=card["params"],
+        class_names=card["class_names"],
+        cv={
             "accuracy": card["cv"]["accuracy"],
             "interval": card["cv"]["interval"],
             "protocol": card["protocol"]["summary"],
         },
-        "base": card["base"],
-        "sha256": card["sha256"],
-        "input": {
-            "shape": [28, 28, 1],
-            "range": "0..255",
-            "ink": "light on dark",
-            "preprocess": "tuning.preprocess.prepare_image",
-        },
-        "versions": card["versions"],
-        "created": card["created"],
-        "details": details,
-    }
+        sha256=card["sha256"],
+        versions=card["versions"],
+        created=card["created"],
+        sections={"base": card["base"], "details": details},
+    )

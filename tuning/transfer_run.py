@@ -36,7 +36,7 @@ from tuning.device import detect
 from tuning.errors import StudyMismatchError
 from tuning.imagefolder import ImageFolder, load_image_folder, resolve_data_dir
 from tuning.memory import release_memory
-from tuning.modelfile import CARD_FILE, load_model_file
+from tuning.modelfile import load_model_file
 from tuning.notes import write_study_note
 from tuning.publish import publish, staging_dir
 from tuning.records import StudyKey, TrialKey, library_versions
@@ -186,7 +186,7 @@ def run_transfer(
             "sha256": base.sha256,
             "study": base.study,
             "trial": base.trial,
-            "test_accuracy": (base.card.get("test") or {}).get("accuracy"),
+            "test_accuracy": (base.card.sections.get("test") or {}).get("accuracy"),
         },
         "data": {
             "root": str(images.root),
@@ -299,7 +299,7 @@ def run_transfer(
         }
         config_path = _write_json(staging / CONFIG_FILE, config)
         transfer_card = _write_json(staging / TRANSFER_CARD, card)
-        card_path = _write_json(staging / CARD_FILE, model_card(card, details=TRANSFER_CARD))
+        card_path = model_card(card, details=TRANSFER_CARD).write(staging)
         say("uploading artifacts")
         ids = attach_files(
             study,
@@ -315,7 +315,7 @@ def run_transfer(
         release_memory()
     card["artifacts"] = ids
     study.set_user_attr(
-        "transfer",
+        StudyKey.TRANSFER,
         {"accuracy": card["cv"]["accuracy"], "interval": [low, high], "out": str(out_dir)},
     )
     write_study_note(study, transfer_note(card, search.space, command))
