@@ -280,7 +280,7 @@ def test_other_training_data_is_refused(exported: Exported, tmp_path: Path) -> N
     arrays["x_train"] = arrays["x_train"][::-1].copy()
     changed = tmp_path / "changed.npz"
     np.savez(changed, **arrays)
-    with pytest.raises(StudyMismatchError, match="was tuned on data with sha256"):
+    with pytest.raises(StudyMismatchError, match="was made with data_sha256="):
         export_study(load_spec(SMOKE), storage=exported.storage, data=changed)
 
 
@@ -292,7 +292,7 @@ def test_a_study_stored_before_tuned_recipes_is_refused(exported: Exported, tmp_
     study.add_trial(optuna.trial.create_trial(value=0.9, intermediate_values={1: 0.9}))
     with pytest.raises(StudyMismatchError) as info:
         export_study(load_spec(SMOKE), storage=storage, data=exported.data, out=tmp_path / "m")
-    assert "earlier tuning (protocol 1)" in str(info.value) and "\n" not in str(info.value)
+    assert "earlier tuning (protocol 1:" in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "m").exists()
 
 

@@ -33,11 +33,17 @@ from tuning.config import StudySpec
 from tuning.curves import read_curves
 from tuning.data import file_sha256, load_mnist
 from tuning.device import detect
-from tuning.errors import ExportError, StudyMismatchError
+from tuning.errors import ExportError
 from tuning.hp import OptunaHyperParameters
 from tuning.modelfile import load_model_file
 from tuning.publish import publish, staging_dir
-from tuning.records import PROTOCOL_VERSION, StudyKey, TrialKey, library_versions
+from tuning.records import (
+    PROTOCOL_VERSION,
+    StudyKey,
+    TrialKey,
+    check_protocol,
+    library_versions,
+)
 from tuning.rungs import (
     SCORED_STATES,
     best_at_highest_rung,
@@ -161,26 +167,18 @@ def check_compatible(study: optuna.Study, spec: StudySpec, data_sha256: str) -> 
             space differ from the study's.
     """
     protocol = dict(study.user_attrs.get(StudyKey.PROTOCOL) or {})
-    if protocol.get("protocol_version") != PROTOCOL_VERSION:
-        raise StudyMismatchError(
-            f"study '{spec.name}' was stored by an earlier tuning (protocol "
-            f"{protocol.get('protocol_version', 1)}), whose trials did not tune the recipe export "
-            f"trains; run a new study (give {spec.path} a new [study] name) and export that"
-        )
-    stored_sha = protocol.get("data_sha256")
-    if stored_sha and stored_sha != data_sha256:
-        raise StudyMismatchError(
-            f"study '{spec.name}' was tuned on data with sha256 {stored_sha[:12]}…, but the data "
-            f"given now has {data_sha256[:12]}…; pass the same file with --data or $TUNING_MNIST"
-        )
-    stored_space = protocol.get("space_fingerprint")
+    subject = f"study '{spec.name}'"
+    remedy = (
+        f"export a study made by this tuning from this data (give {spec.path} a new [study] "
+        "name and run it), or pass the study's own data file"
+    )
+    check_protocol(protocol, {"protocol_version": PROTOCOL_VERSION}, study=subject, remedy=remedy)
     hypermodel = CNNHyperModel(max_epochs=int(protocol["max_epochs"]))
-    space = space_fingerprint(describe_space(hypermodel))
-    if stored_space and stored_space != space:
-        raise StudyMismatchError(
-            f"study '{spec.name}' was tuned with search space {stored_space}, but tuning/space.py "
-            f"now defines {space}; its trials can no longer be rebuilt faithfully"
-        )
+    expected = {
+        "data_sha256": data_sha256,
+        "space_fingerprint": space_fingerprint(describe_space(hypermodel)),
+    }
+    check_protocol(protocol, expected, study=subject, remedy=remedy)
     return protocol
 
 

@@ -8,7 +8,11 @@ progress bar, the dashboard note, export and transfer.
 from __future__ import annotations
 
 import platform
+from collections.abc import Collection, Mapping
 from enum import StrEnum
+from typing import Any
+
+from tuning.errors import StudyMismatchError
 
 # Bumped when what a stored score means changes; older studies are refused, not reinterpreted.
 # 2: rungs and tuned training recipes (1: one fidelity, an untuned export recipe).
@@ -65,3 +69,35 @@ def library_versions() -> dict[str, str]:
         "scikit_learn": sklearn.__version__,
         "device": detect().describe(),
     }
+
+
+def check_protocol(
+    stored: Mapping[str, Any] | None,
+    expected: Mapping[str, Any],
+    *,
+    study: str,
+    remedy: str,
+    ignore: Collection[str] = (),
+) -> None:
+    """The one check, for study, export and transfer alike, that a stored study was made the way
+    this run would make it: first its protocol version (when `expected` names one), then every
+    other key of `expected` except those in `ignore`.
+
+    Raises:
+        StudyMismatchError: one line naming `study`, the first key that differs, the stored and
+            the expected values, and `remedy` (what to do).
+    """
+    stored = stored or {}
+    if "protocol_version" in expected:
+        version = stored.get("protocol_version", 1)
+        if version != expected["protocol_version"]:
+            raise StudyMismatchError(
+                f"{study} was stored by an earlier tuning (protocol {version}: one fidelity, "
+                f"untuned training recipe), so its scores mean something else now; {remedy}"
+            )
+    for key, want in expected.items():
+        have = stored.get(key)
+        if key not in ignore and have != want:
+            raise StudyMismatchError(
+                f"{study} was made with {key}={have}, but this run has {key}={want}; {remedy}"
+            )

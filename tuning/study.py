@@ -20,7 +20,7 @@ from tuning.device import detect, resolve_precision
 from tuning.errors import ConfigError, StudyMismatchError, TrainingDivergedError
 from tuning.notes import write_study_note
 from tuning.objective import RungData, make_objective
-from tuning.records import PROTOCOL_VERSION, StudyKey, TrialKey, library_versions
+from tuning.records import StudyKey, TrialKey, check_protocol, library_versions
 from tuning.space import (
     CNNHyperModel,
     check_params,
@@ -116,24 +116,14 @@ def open_study(
         study.set_user_attr(StudyKey.PROTOCOL, expected)
     else:
         origin = study.user_attrs.get(StudyKey.STUDY_FILE, "?")
-        stored = resumable_protocol(stored)
-        if stored.get("protocol_version") != PROTOCOL_VERSION:
-            raise StudyMismatchError(
-                f"study '{spec.name}' in {redact(url)} was stored by an earlier tuning (protocol "
-                f"{stored.get('protocol_version', 1)}: one fidelity, untuned training recipe), so "
-                f"its scores mean something else now; give {spec.path} a new [study] name, or "
-                "move the database away, and run the study again"
-            )
-        for key, want in expected.items():
-            have = stored.get(key)
-            if key == "precision" and requested == "auto":
-                continue  # whatever `auto` became when the study was created
-            if have != want:
-                raise StudyMismatchError(
-                    f"study '{spec.name}' in {redact(url)} was created from {origin} with "
-                    f"{key}={have}, but {spec.path} and the data now give {key}={want}; restore "
-                    "it, or give the study a new [study] name"
-                )
+        check_protocol(
+            resumable_protocol(stored),
+            expected,
+            study=f"study '{spec.name}' in {redact(url)} (created from {origin})",
+            remedy=f"give {spec.path} a new [study] name, or restore what changed",
+            # `auto` keeps whatever it became when the study was created.
+            ignore=("precision",) if requested == "auto" else (),
+        )
     if study.metric_names is None:
         study.set_metric_names([METRIC_NAME])
     if spec.enqueue_seed and not created:

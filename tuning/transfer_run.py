@@ -33,13 +33,12 @@ from tuning import report, transfer
 from tuning.artifacts import artifact_store, attach_files
 from tuning.data import file_sha256
 from tuning.device import detect
-from tuning.errors import StudyMismatchError
 from tuning.imagefolder import ImageFolder, load_image_folder, resolve_data_dir
 from tuning.memory import release_memory
 from tuning.modelfile import load_model_file
 from tuning.notes import write_study_note
 from tuning.publish import publish, staging_dir
-from tuning.records import StudyKey, TrialKey, library_versions
+from tuning.records import StudyKey, TrialKey, check_protocol, library_versions
 from tuning.space import space_fingerprint
 from tuning.storage import open_storage, redact, resolve_storage_url
 from tuning.transfer_report import (
@@ -107,20 +106,13 @@ def open_transfer_study(url: str, name: str, protocol: dict[str, Any]) -> tuple[
         # A run stopped between creating the study and recording its protocol.
         study.set_user_attr(StudyKey.PROTOCOL, protocol)
         return study, True
-    stored = stored or {}
-    for key, want in protocol.items():
-        if stored.get(key) != want:
-            raise StudyMismatchError(
-                f"transfer study '{name}' in {redact(url)} was made with {key}="
-                f"{_short(stored.get(key))}, but this run has {key}={_short(want)}; pass "
-                "--study with a new name (or another --storage) to start afresh"
-            )
+    check_protocol(
+        stored,
+        protocol,
+        study=f"transfer study '{name}' in {redact(url)}",
+        remedy="pass --study with a new name (or another --storage) to start afresh",
+    )
     return study, False
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> Path:
