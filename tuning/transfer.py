@@ -15,7 +15,6 @@ from typing import Any
 
 import keras
 import numpy as np
-from scipy import ndimage
 
 from tuning.card import CARD_FILE, ModelCard
 from tuning.cv import fold_indices
@@ -24,6 +23,7 @@ from tuning.divergence import DivergenceGuard
 from tuning.errors import ModelError
 from tuning.memory import release_memory
 from tuning.modelfile import load_model_file
+from tuning.recipe import Recipe, augment_batch
 
 BATCH_SIZE = 8
 # Fine-tuning the unfrozen top runs at this fraction of the head's learning rate, for half the
@@ -148,32 +148,28 @@ def build(base: BaseModel, num_classes: int) -> keras.Model:
     return model
 
 
-def augment(x: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """A randomly rotated, scaled and shifted copy of each (28, 28) image; black fill."""
+def augment(x: np.ndarray, strength: float, seed: int) -> np.ndarray:
+    """A randomly rotated, scaled and shifted copy of each (28, 28) uint8 image (black fill),
+    warped by the training recipe's augmenter at `strength` times the transfer's largest moves."""
     if strength <= 0:
         return x.copy()
-    out = np.empty_like(x)
-    centre = (np.asarray(x.shape[1:3], dtype=np.float64) - 1) / 2
-    for i, image in enumerate(x):
-        angle = np.deg2rad(rng.uniform(-1, 1) * MAX_ROTATION_DEG * strength)
-        scale = 1.0 + rng.uniform(-1, 1) * MAX_SCALE * strength
-        shift = rng.uniform(-1, 1, size=2) * MAX_SHIFT_PX * strength
-        cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
-        # affine_transform maps output coordinates to input ones: the inverse transformation.
-        matrix = np.array([[cos, -sin], [sin, cos]])
-        offset = centre - matrix @ (centre + shift)
-        warped = ndimage.affine_transform(image.astype(np.float32), matrix, offset, order=1)
-        out[i] = np.clip(np.round(warped), 0, 255).astype(x.dtype)
-    return out
+    moves = Recipe(
+        rotation=MAX_ROTATION_DEG * strength,
+        shift=MAX_SHIFT_PX / x.shape[2] * strength,
+        zoom=MAX_SCALE * strength,
+    )
+    key = np.array([seed, 0], dtype=np.int64)
+    warped = keras.ops.convert_to_numpy(augment_batch(x[..., None].astype("float32"), moves, key))
+    return np.clip(np.round(warped[..., 0]), 0, 255).astype(x.dtype)
 
 
 def _epochs_of(x: np.ndarray, y: np.ndarray, epochs: int, strength: float, seed: int) -> Any:
     """`epochs` freshly augmented, shuffled passes over (x, y), concatenated in order."""
     rng = np.random.default_rng(seed)
     xs, ys = [], []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = rng.permutation(len(y))
-        xs.append(augment(x[order], strength, rng))
+        xs.append(augment(x[order], strength, seed=seed * 1000 + epoch))
         ys.append(y[order])
     return np.concatenate(xs)[..., None].astype("float32"), np.concatenate(ys)
 
