@@ -56,9 +56,6 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         "machine use cores // W",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
-    # Set by a run that continues in a fresh process (see tuning.workers.continue_in_new_process).
-    parser.add_argument("--done-trials", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--started-at", type=float, default=None, help=argparse.SUPPRESS)
 
 
 def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
@@ -72,12 +69,7 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
     from tuning.progress import StudyProgress, summary
     from tuning.storage import redact, resolve_storage_url
     from tuning.study import open_run
-    from tuning.workers import (
-        configure_threads,
-        continue_in_new_process,
-        trials_per_process,
-        worker_salt,
-    )
+    from tuning.workers import ProcessBatch, configure_threads, worker_salt
 
     console: Console = args.console
     spec = load_spec(args.study_file)
@@ -88,23 +80,22 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
             raise TuningError(f"--{flag} must be > 0. Received: {value}")
     n_trials = args.trials or spec.budget.trials
     timeout = args.timeout or spec.budget.timeout
-    start = time.monotonic() if args.started_at is None else args.started_at
+    batch = ProcessBatch.begin(n_trials)
     storage = resolve_storage_url(args.storage)
-    batch = min(n_trials - args.done_trials, trials_per_process())
     # Data, storage, stored protocol and artifact folder are checked before the bar is drawn.
     run = open_run(spec, storage=storage, data=args.data, salt=worker_salt() if worker else 0)
-    time_left = None if timeout is None else timeout - (time.monotonic() - start)
+    time_left = None if timeout is None else timeout - (time.monotonic() - batch.start)
     progress = StudyProgress(
         n_trials=n_trials,
         timeout=timeout,
         disable=args.no_progress,
-        done=args.done_trials,
-        start=start,
+        done=batch.done,
+        start=batch.start,
         file=console.err,
     )
     try:
         study = run.optimize(
-            n_trials=batch,
+            n_trials=batch.size,
             timeout=time_left,
             callbacks=[progress],
             on_progress=progress.status,
@@ -118,12 +109,14 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
         return 130
     finally:
         progress.close()  # an error is then printed on a line of its own
-    done = args.done_trials + progress.finished
-    out_of_time = timeout is not None and time.monotonic() - start >= timeout
-    if done < n_trials and progress.finished == batch and not out_of_time:
-        # A fresh process for the next trials: TensorFlow never frees traced functions.
-        console.detach()
-        continue_in_new_process(args.argv, done=done, start=start)
+    # A fresh process for the next trials, if any: TensorFlow never frees traced functions.
+    batch.hand_on(
+        args.argv,
+        finished=progress.finished,
+        n_trials=n_trials,
+        timeout=timeout,
+        before_exec=console.detach,
+    )
     print(
         summary(
             study,

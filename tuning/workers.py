@@ -1,14 +1,20 @@
-"""What changes when several processes work on one study: CPU threads and sampler seeds."""
+"""What changes when several processes work on one study (CPU threads, sampler seeds), and when
+one run goes on in a fresh process (batches of trials)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
+import time
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from tuning.errors import TuningError
 
 ENV_TRIALS_PER_PROCESS = "TUNING_TRIALS_PER_PROCESS"
+ENV_BATCH = "TUNING_BATCH"  # "done,start", handed from one process of a run to the next
 TRIALS_PER_PROCESS = 10
 
 
@@ -51,15 +57,49 @@ def trials_per_process() -> int:
     return int(raw)
 
 
-def continue_in_new_process(argv: list[str], *, done: int, start: float) -> None:
-    """Replace this process by `python -m tuning.cli ARGV`, telling it what is already done.
+@dataclass(frozen=True)
+class ProcessBatch:
+    """The share of a run's trials that this process runs before it replaces itself.
 
-    The process id stays the same (exec), so a supervisor, Ctrl-C and `make` see one program.
+    A run of N trials goes in batches of `trials_per_process()`; each batch but the last ends by
+    exec'ing the same command again, which picks up where it left off from `TUNING_BATCH`
+    (trials already done, and when the run started), so its timeout and progress carry on.
     """
-    import sys
 
-    carried = [a for a in argv if not a.startswith(("--done-trials=", "--started-at="))]
-    carried += [f"--done-trials={done}", f"--started-at={start!r}"]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "tuning.cli", *carried])
+    done: int  # trials finished by the earlier processes of this run
+    start: float  # `time.monotonic()` when the run began (the same clock in every process)
+    size: int  # trials this process runs
+
+    @classmethod
+    def begin(cls, n_trials: int) -> ProcessBatch:
+        """This process's batch: the first of a run, or the one an earlier process handed on."""
+        carried = os.environ.pop(ENV_BATCH, "")
+        done, start = 0, time.monotonic()
+        if carried:
+            done_text, start_text = carried.split(",")
+            done, start = int(done_text), float(start_text)
+        return cls(done, start, max(0, min(n_trials - done, trials_per_process())))
+
+    def hand_on(
+        self,
+        argv: list[str],
+        *,
+        finished: int,
+        n_trials: int,
+        timeout: float | None,
+        before_exec: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Replace this process by a fresh one for the next batch, unless the run is over: all
+        `n_trials` done, a trial of this batch not finished (Ctrl-C, an error), or out of time.
+
+        The process id stays the same (exec), so a supervisor, Ctrl-C and `make` see one program.
+        """
+        done = self.done + finished
+        out_of_time = timeout is not None and time.monotonic() - self.start >= timeout
+        if done >= n_trials or finished < self.size or out_of_time:
+            return
+        before_exec()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        env = {**os.environ, ENV_BATCH: f"{done},{self.start!r}"}
+        os.execve(sys.executable, [sys.executable, "-m", "tuning.cli", *argv], env)
