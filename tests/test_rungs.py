@@ -89,10 +89,22 @@ def test_rank_correlation_between_rungs_comes_from_the_trials_that_reached_both(
     low, high = rung_correlations(study.trials, rungs=3)
     assert (low.lower, low.upper, low.trials) == (0, 1, 4)
     assert low.rho == pytest.approx(0.8)  # one swapped pair among four trials
+    # Exact with so few trials: 8 of the 24 orderings of 4 ranks have |rho| >= 0.8.
+    assert low.p_value == pytest.approx(8 / 24)
     assert high.rho == pytest.approx(0.8) and high.trials == 4
     assert "Spearman +0.80 over 4 trials" in low.describe()
     few = rung_correlations(study.trials[:2], rungs=3)[0]
     assert few.rho is None and "too few" in few.describe()
+
+
+def test_a_perfect_ranking_of_five_trials_has_the_exact_p_value_not_the_t_approximation() -> None:
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    for score in (0.90, 0.91, 0.92, 0.93, 0.94):
+        add_rung_trial(study, [score, score + 0.01], rungs=2)
+    (correlation,) = rung_correlations(study.trials, rungs=2)
+    assert correlation.rho == pytest.approx(1.0)
+    assert correlation.p_value == pytest.approx(2 / 120)  # both perfect orderings of 5 ranks
+    assert "(p = 0.017)" in correlation.describe()
 
 
 def test_unknown_pruner_is_refused() -> None:
