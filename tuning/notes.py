@@ -70,7 +70,8 @@ def _protocol_section(protocol: Mapping[str, Any]) -> list[str]:
         "### Fidelity rungs",
         "",
         "A trial climbs the rungs in order; the pruner decides after each rung whether it goes "
-        "on (the seed network and the study file's starting points always do). A rung's score is the mean validation accuracy over the stratified folds it runs "
+        "on (the seed network and the study file's starting points always do). A rung's score "
+        "is the mean validation accuracy over the stratified folds it runs "
         f"(seed {protocol.get('seed')}, the same folds for every trial), with the trial's own "
         "training recipe at the rung's share of its epochs:",
         "",
