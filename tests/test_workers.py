@@ -232,8 +232,9 @@ def test_a_study_name_reused_by_another_study_file_is_refused(
     code = main(["worker", str(other), "--storage", storage_url, "--data", str(mnist_npz)])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert f"was created from {study_file} with rungs=[{{'subset': 1000," in err
-    assert f"but {other} and the data now give rungs=[{{'subset': 2000," in err
+    assert f"(created from {study_file}) was made with rungs=[{{'subset': 1000," in err
+    assert "but this run has rungs=[{'subset': 2000," in err
+    assert f"give {other} a new [study] name" in err
 
 
 def test_bad_thread_and_heartbeat_settings(
