@@ -248,3 +248,20 @@ def test_bad_thread_and_heartbeat_settings(
     monkeypatch.setenv("TUNING_HEARTBEAT_SECONDS", "soon")
     with pytest.raises(StorageError, match="TUNING_HEARTBEAT_SECONDS must be a whole number"):
         open_storage(storage_url)
+
+
+def test_a_run_picks_up_its_batch_from_the_process_before_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], study_file: Path
+) -> None:
+    from tuning.workers import ENV_BATCH, ProcessBatch
+
+    monkeypatch.setenv("TUNING_TRIALS_PER_PROCESS", "4")
+    first = ProcessBatch.begin(10)
+    assert (first.done, first.size) == (0, 4)
+    monkeypatch.setenv(ENV_BATCH, f"8,{first.start!r}")
+    last = ProcessBatch.begin(10)
+    assert (last.done, last.start, last.size) == (8, first.start, 2)  # the run's clock carries on
+    assert ENV_BATCH not in os.environ  # not handed to processes this one starts
+    monkeypatch.setenv(ENV_BATCH, "eight")
+    assert main(["worker", str(study_file)]) == 2
+    assert "TUNING_BATCH is set by tuning itself" in capsys.readouterr().err

@@ -76,8 +76,14 @@ class ProcessBatch:
         carried = os.environ.pop(ENV_BATCH, "")
         done, start = 0, time.monotonic()
         if carried:
-            done_text, start_text = carried.split(",")
-            done, start = int(done_text), float(start_text)
+            try:
+                done_text, start_text = carried.split(",")
+                done, start = int(done_text), float(start_text)
+            except ValueError:
+                raise TuningError(
+                    f"{ENV_BATCH} is set by tuning itself when a run goes on in a fresh process; "
+                    f"unset it. Received: {ENV_BATCH}={carried!r}"
+                ) from None
         return cls(done, start, max(0, min(n_trials - done, trials_per_process())))
 
     def hand_on(
