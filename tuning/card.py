@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tuning.errors import ModelError
+from tuning.publish import write_json
 
 CARD_FILE = "model_card.json"
 CARD_VERSION = 3  # 3: written by ModelCard, with `kind` (2: export cards, 1: transfer cards)
@@ -63,10 +64,7 @@ class ModelCard:
 
     def write(self, folder: Path) -> Path:
         """Write `folder/model_card.json`; returns its path."""
-        path = folder / CARD_FILE
-        text = json.dumps(self.to_dict(), indent=2, default=str) + "\n"
-        path.write_text(text, encoding="utf-8")
-        return path
+        return write_json(folder / CARD_FILE, self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: Path) -> ModelCard:

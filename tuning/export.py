@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gc
-import json
 import os
 import shutil
 import time
@@ -36,7 +35,7 @@ from tuning.device import detect
 from tuning.errors import ExportError
 from tuning.hp import OptunaHyperParameters
 from tuning.modelfile import load_model_file
-from tuning.publish import publish, staging_dir
+from tuning.publish import publish, staging_dir, write_json
 from tuning.records import (
     PROTOCOL_VERSION,
     StudyKey,
@@ -180,11 +179,6 @@ def check_compatible(study: optuna.Study, spec: StudySpec, data_sha256: str) -> 
     }
     check_protocol(protocol, expected, study=subject, remedy=remedy)
     return protocol
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
 
 
 def _baseline_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -390,7 +384,7 @@ def export_study(
                 "epoch_scale_override": epoch_scale,
             },
         }
-        config_path = _write_json(staging / CONFIG_FILE, resolved)
+        config_path = write_json(staging / CONFIG_FILE, resolved)
 
         say("uploading artifacts")
         ids = attach_files(study, chosen, [model_path, *plots, config_path], store=store)

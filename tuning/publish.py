@@ -1,12 +1,15 @@
 """Atomic publishing of an output folder: everything is written to a hidden staging folder beside
-it, then moved into place in one rename, so a reader never sees half an export."""
+it, then moved into place in one rename, so a reader never sees half an export. The JSON files
+of an export or a transfer (config, cards) are written by `write_json`."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 from tuning.errors import ExportError
 
@@ -43,3 +46,9 @@ def publish(staging: Path, out_dir: Path) -> None:
         raise
     if had_previous:
         shutil.rmtree(previous, ignore_errors=True)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    """Write `payload` as indented JSON (values it cannot encode as strings); returns `path`."""
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    return path

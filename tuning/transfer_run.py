@@ -16,7 +16,6 @@ Protocol (also written into the card, the README and the study's dashboard note)
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import time
@@ -37,7 +36,7 @@ from tuning.imagefolder import ImageFolder, load_image_folder, resolve_data_dir
 from tuning.memory import release_memory
 from tuning.modelfile import load_model_file
 from tuning.notes import write_study_note
-from tuning.publish import publish, staging_dir
+from tuning.publish import publish, staging_dir, write_json
 from tuning.records import StudyKey, TrialKey, check_protocol, library_versions
 from tuning.space import space_fingerprint
 from tuning.storage import open_storage, redact, resolve_storage_url
@@ -113,11 +112,6 @@ def open_transfer_study(url: str, name: str, protocol: dict[str, Any]) -> tuple[
         remedy="pass --study with a new name (or another --storage) to start afresh",
     )
     return study, False
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
 
 
 def run_transfer(
@@ -289,8 +283,8 @@ def run_transfer(
             "seed": seed,
             "space": search.space,
         }
-        config_path = _write_json(staging / CONFIG_FILE, config)
-        transfer_card = _write_json(staging / TRANSFER_CARD, card)
+        config_path = write_json(staging / CONFIG_FILE, config)
+        transfer_card = write_json(staging / TRANSFER_CARD, card)
         card_path = model_card(card, details=TRANSFER_CARD).write(staging)
         say("uploading artifacts")
         ids = attach_files(
