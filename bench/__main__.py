@@ -32,11 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="default: all")
     args = parser.parse_args(argv)
-    import optuna
-
+    from tuning.console import open_console, verbose_from_env
     from tuning.errors import TuningError
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Results go to standard output; TensorFlow's and Optuna's log lines to the console's log
+    # (TUNING_LOG=debug shows them), as for the `tuning` command.
+    console = open_console(verbose=verbose_from_env())
     for name in args.names or BENCHMARKS:
         print(f"== {name}", flush=True)
         module = importlib.import_module(f"bench.{name}")
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = module.run(quick=args.quick, **options)
             except TuningError as exc:
                 if args.names:  # asked for by name: a missing study is an error
-                    print(f"error: python -m bench fidelity: {exc}", file=sys.stderr)
+                    console.error(f"python -m bench fidelity: {exc}")
                     return 2
                 print(f"fidelity skipped: {exc}", flush=True)  # `make bench` before any study
                 continue

@@ -5,9 +5,9 @@ studies/mnist_cnn.toml) in its storage (default: `$TUNING_STORAGE`, else
 sqlite:///storage/studies.db), read-only, and reports:
 
 - for each rung, how many trials finished it (completed and pruned trials; a rung's score is the
-  intermediate value at step 3**rung, `tuning.rungs`);
+  intermediate value at step 3**rung, `tuning.study.rungs`);
 - for each pair of consecutive rungs, Spearman's rank correlation between the scores of the
-  trials that finished both (`tuning.rungs.rung_correlations`); only promoted trials reach the
+  trials that finished both (`tuning.study.rungs.rung_correlations`); only promoted trials reach the
   upper rung, so it describes the top of the lower rung's ranking, the part the pruner uses;
 - the best trial at the highest rung any trial reached (what `tuning export` would retrain).
 
@@ -28,11 +28,11 @@ import sqlalchemy.exc
 
 from bench.common import save
 from bench.harness import DEFAULT_STUDY
-from tuning.config import Rung, load_spec
 from tuning.errors import TuningError
 from tuning.records import PROTOCOL_VERSION
-from tuning.rungs import SCORED_STATES, best_at_highest_rung, rung_correlations, rung_scores
 from tuning.storage import redact, resolve_storage_url
+from tuning.study.config import Rung, load_spec
+from tuning.study.rungs import SCORED_STATES, best_at_highest_rung, rung_correlations, rung_scores
 
 
 class StudyNotFound(TuningError):

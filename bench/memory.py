@@ -26,11 +26,11 @@ import optuna
 from bench.common import rss_mib, save
 from bench.harness import ROOT
 from tuning.artifacts import ENV_ARTIFACTS
-from tuning.config import load_spec
-from tuning.objective import make_objective
 from tuning.records import library_versions
-from tuning.space import CNNHyperModel, seed_params
-from tuning.study import load_training_data, open_study
+from tuning.study.config import load_spec
+from tuning.study.objective import make_objective
+from tuning.study.run import load_training_data, open_study
+from tuning.study.space import CNNHyperModel, seed_params
 
 SMOKE = ROOT / "studies" / "smoke.toml"
 STUDY = """

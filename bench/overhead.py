@@ -1,6 +1,6 @@
 """Storage and reporting cost per trial, in ms, with no training.
 
-Each trial does what `tuning.objective.make_objective` does to its storage for the default
+Each trial does what `tuning.study.objective.make_objective` does to its storage for the default
 study's rung ladder: `ask` with the seed network's hyperparameters (network and recipe), the
 `versions` user attribute, then per rung the `rungs`, `fold_accuracies`, `cv_std`,
 `param_count` and `train_seconds` attributes, one `report` (at step 3**rung) and, below the top
@@ -42,10 +42,10 @@ from optuna.distributions import BaseDistribution
 
 from bench import common
 from bench.harness import DEFAULT_STUDY, load_average
-from tuning.config import load_spec
 from tuning.records import TrialKey
-from tuning.rungs import RungRecord, rung_step
 from tuning.storage import open_storage
+from tuning.study.config import load_spec
+from tuning.study.rungs import RungRecord, rung_step
 
 ENV_POSTGRES = "TUNING_TEST_POSTGRES"
 PLOT_BYTES = 45_000  # a curves plot of the smoke study is 43-48 kB
@@ -95,7 +95,8 @@ def _trial(
 
 
 def _upload_curves(trial: optuna.Trial, histories: list[dict[str, list[float]]]) -> None:
-    """What `tuning.curves.attach_curves` stores: a JSON file and a plot (drawing not timed)."""
+    """What `tuning.study.curves.attach_curves` stores: a JSON file and a plot (drawing not
+    timed)."""
     store = FileSystemArtifactStore(_artifact_folder())
     with tempfile.TemporaryDirectory() as folder:
         data, plot = Path(folder) / "cv_curves.json", Path(folder) / "cv_curves.png"
@@ -141,8 +142,8 @@ def _seed_distributions() -> tuple[dict[str, BaseDistribution], dict[str, str], 
     """The seed network's hyperparameter distributions, library versions, the study's pruner."""
     from tuning.hp import OptunaHyperParameters
     from tuning.records import library_versions
-    from tuning.space import CNNHyperModel, seed_params
-    from tuning.study import make_pruner
+    from tuning.study.run import make_pruner
+    from tuning.study.space import CNNHyperModel, seed_params
 
     spec = load_spec(DEFAULT_STUDY)
     study = optuna.create_study()
@@ -199,7 +200,7 @@ def run(*, quick: bool) -> dict[str, Any]:
     common.OUT.mkdir(parents=True, exist_ok=True)
     # Under storage/ (the real disk the studies use), not a RAM-backed /tmp.
     with tempfile.TemporaryDirectory(dir=common.OUT) as tmp:
-        from tuning.study import make_sampler
+        from tuning.study.run import make_sampler
 
         def sqlite(name: str) -> str:
             return f"sqlite:///{Path(tmp).resolve() / name}.db"

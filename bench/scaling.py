@@ -1,9 +1,10 @@
 """How the cost of one trial grows with the training subset, the number of folds and the epochs.
 
-The seed network, trained by its seed recipe (`CNNHyperModel.fit` -> `tuning.recipe.train`: batch
-32, cosine decay, augmentation, the trial's own training function) with its epochs set to the
-configuration's, is scored by `cross_validate` on a grid around a base configuration, one factor
-changed at a time; the configurations run round-robin (order reversed each round) and
+The seed network, trained by its seed recipe (`CNNHyperModel.fit` ->
+`tuning.training.recipe.train`: batch 32, cosine decay, augmentation, the trial's own training
+function) with its epochs set to the configuration's, is scored by `cross_validate` on a grid
+around a base configuration, one factor changed
+at a time; the configurations run round-robin (order reversed each round) and
 the fastest of the rounds is kept for each, the usual way to time on a shared machine. Per epoch,
 k-fold CV on a subset of S images trains (k-1)/k * S images per fold, (k-1) * S in all, and
 validates S, so trial time should be about
@@ -26,8 +27,8 @@ from scipy.optimize import nnls
 
 from bench.common import save
 from bench.harness import bench_data, load_average, seed_hp
-from tuning.cv import cross_validate
-from tuning.space import CNNHyperModel
+from tuning.study.space import CNNHyperModel
+from tuning.training.cv import cross_validate
 
 SEED = 42
 

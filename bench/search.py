@@ -2,10 +2,10 @@
 against KerasTuner Hyperband and RandomSearch, on the same HyperModel, the same final score and
 the same budget of trained images.
 
-- **Score.** A configuration's score is `tuning.cv.cross_validate`'s mean over the same
+- **Score.** A configuration's score is `tuning.training.cv.cross_validate`'s mean over the same
   stratified folds of the same training subset (a seed fixes subset, folds and weights), trained
-  by the configuration's own recipe (`CNNHyperModel.fit` -> `tuning.recipe.train`). For ours this
-  is the top rung of the ladder; only that score is compared.
+  by the configuration's own recipe (`CNNHyperModel.fit` -> `tuning.training.recipe.train`).
+  For ours this is the top rung of the ladder; only that score is compared.
 - **Compute** is counted the same way for all three: every epoch trained is worth the images it
   trained on (*image-epochs*: one epoch on a fold's 750 training images counts 750), counted by a
   callback in the HyperModel's `fit`. The budget is given in *fold-epochs of the top rung* (one
@@ -53,13 +53,13 @@ import optuna
 
 from bench.common import save
 from bench.harness import bench_spec, load_average, spread
-from tuning.config import Rung, StudySpec
-from tuning.cv import cross_validate, fold_indices
 from tuning.errors import TrainingDivergedError
-from tuning.objective import RungData, make_objective
 from tuning.records import library_versions
-from tuning.space import CNNHyperModel
-from tuning.study import load_training_data, make_pruner, make_sampler
+from tuning.study.config import Rung, StudySpec
+from tuning.study.objective import RungData, make_objective
+from tuning.study.run import load_training_data, make_pruner, make_sampler
+from tuning.study.space import CNNHyperModel
+from tuning.training.cv import cross_validate, fold_indices
 
 SEARCHERS = ("ours", "kt_hyperband", "kt_random")
 OBJECTIVE = "cv_accuracy"

@@ -1,5 +1,6 @@
-"""Training throughput of the one training recipe (`tuning.recipe.train`), issue 10's question:
-is the recipe, augmentation included, faster than what trials did before, at a realistic fold size?
+"""Training throughput of the one training recipe (`tuning.training.recipe.train`), issue 10's
+question: is the recipe, augmentation included, faster than what trials did before, at a
+realistic fold size?
 
 Part 1, **variants**: the seed network on fold 1 of a 3-fold split of a 15,000-image stratified
 subset (10,000 training images, 5,000 validation images), trained five ways:
@@ -7,9 +8,10 @@ subset (10,000 training images, 5,000 validation images), trained five ways:
 - *before*: what a trial did before the recipe: `build()`, then `model.compile` with Adam 1e-3
   and sparse categorical cross-entropy, then plain `model.fit(x, y, batch_size=32,
   validation_data=...)` on the NumPy arrays (one batch per call into the training step);
-- *recipe, no augmentation*: `tuning.recipe.train` with the seed recipe, rotation, shift and zoom 0;
-- *recipe*: `tuning.recipe.train` with the seed recipe (cosine decay, rotation 10, shift and zoom
-  0.1): what a trial and `tuning export` run now;
+- *recipe, no augmentation*: `tuning.training.recipe.train` with the seed recipe, rotation,
+  shift and zoom 0;
+- *recipe*: `tuning.training.recipe.train` with the seed recipe (cosine decay, rotation 10,
+  shift and zoom 0.1): what a trial and `tuning export` run now;
 - *recipe, steps_per_execution=1*: the seed recipe, one batch per call, to show what
   `STEPS_PER_EXECUTION = 16` buys;
 - *recipe, mixed_bfloat16*: the seed recipe on `CNNHyperModel(precision="mixed_bfloat16")`.
@@ -30,13 +32,13 @@ augmentation <= 15 % of a training step; validation accuracy equal within noise 
 judged: the recipes differ in schedule and augmentation, which a 2-epoch run may show).
 
 Part 2, **loop**: what the study's objective adds around the recipe. Each round scores the seed
-network by k-fold CV through `tuning.objective.make_objective` (one rung; Optuna asks and
+network by k-fold CV through `tuning.study.objective.make_objective` (one rung; Optuna asks and
 reports, user attributes in SQLite, `cross_validate`'s clean-up after each fold, the curves
 artifacts) and by the bare recipe on the same folds (`build()` + `CNNHyperModel.fit`, nothing
 else, clean-up outside the timer), in alternating order; the ratio (bare seconds / ours) should
 stay >= 0.95. It is cheap (small subset, 2 rounds) and kept for that reason. The parts this
 benchmark measured before the recipe existed are dropped: the objective with the garbage
-collector unfrozen (that fix is in `tuning.cv` for good), the objective in `mixed_bfloat16`
+collector unfrozen (that fix is in `tuning.training.cv` for good), the objective in `mixed_bfloat16`
 (part 1 now times bfloat16 on the recipe), plain fit without validation, and the single-change
 variants of plain `model.fit` (batch sizes, a bare tf.data pipeline, `steps_per_execution=8`,
 XLA), which the recipe replaced.
@@ -62,16 +64,16 @@ import optuna
 
 from bench.common import save
 from bench.harness import bench_data, bench_spec, load_average, pm, seed_hp, spread
-from tuning.config import StudySpec
-from tuning.cv import fold_indices
 from tuning.device import BF16_CPU_FLAGS, detect
 from tuning.memory import release_memory
-from tuning.objective import RungData, make_objective
-from tuning.recipe import STEPS_PER_EXECUTION, Recipe, train
 from tuning.records import library_versions
-from tuning.space import CNNHyperModel, seed_params
 from tuning.storage import open_storage
-from tuning.study import make_pruner, make_sampler
+from tuning.study.config import StudySpec
+from tuning.study.objective import RungData, make_objective
+from tuning.study.run import make_pruner, make_sampler
+from tuning.study.space import CNNHyperModel, seed_params
+from tuning.training.cv import fold_indices
+from tuning.training.recipe import STEPS_PER_EXECUTION, Recipe, train
 
 SEED_BATCH = 32
 GOAL_SPEEDUP = 1.6  # the recipe against `before`, fold seconds

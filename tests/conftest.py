@@ -108,11 +108,11 @@ def save_digit_model(
     import keras
     import optuna
 
-    from tuning.card import CARD_FILE
-    from tuning.data import file_sha256
     from tuning.hp import OptunaHyperParameters
+    from tuning.images.mnist import file_sha256
     from tuning.memory import release_memory
-    from tuning.space import CNNHyperModel, seed_params
+    from tuning.model.card import CARD_FILE
+    from tuning.study.space import CNNHyperModel, seed_params
 
     with np.load(mnist_npz) as data:
         x, y = data["x_train"], data["y_train"]
@@ -138,7 +138,7 @@ def add_rung_trial(study: Any, scores: list[float], *, rungs: int) -> None:
     last score if it reached all `rungs`, else PRUNED. Nothing is trained."""
     from optuna.trial import TrialState
 
-    from tuning.rungs import rung_step
+    from tuning.study.rungs import rung_step
 
     trial = study.ask()
     for rung, score in enumerate(scores):

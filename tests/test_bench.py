@@ -162,8 +162,8 @@ def _rung_study(tmp_path: Path) -> tuple[Path, str]:
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
 
-    from tuning.config import Rung
     from tuning.records import PROTOCOL_VERSION
+    from tuning.study.config import Rung
 
     study_file = tmp_path / "fid.toml"
     study_file.write_text('[study]\nname = "fid"\n')

@@ -16,11 +16,11 @@ from optuna.trial import TrialState
 
 from tests.conftest import ROOT, SMOKE, ctrl_c_works
 from tuning.cli import main
-from tuning.config import load_spec
-from tuning.data import file_sha256
 from tuning.device import detect
-from tuning.space import CNNHyperModel, seed_params
-from tuning.study import open_study
+from tuning.images.mnist import file_sha256
+from tuning.study.config import load_spec
+from tuning.study.run import open_study
+from tuning.study.space import CNNHyperModel, seed_params
 
 
 def tuning(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -63,12 +63,12 @@ def not_a_model(folder: Path) -> Path:
 BAD_INPUTS = {
     "study: missing data file": (
         ["study", str(SMOKE), "--data", "missing.npz"],
-        "error: missing.npz: MNIST file not found",
+        "error: --data: missing.npz: MNIST file not found",
     ),
     "worker: unknown key": (["worker", "{bad_toml}"], "error: {bad_toml}: unknown key"),
     "export: no database": (
         ["export", str(SMOKE), "--storage", "sqlite:///{tmp}/none.db"],
-        "error: no study database at",
+        "error: --storage: no study database at",
     ),
     "predict: not a Keras model": (
         ["predict", "{broken}", "{broken}"],

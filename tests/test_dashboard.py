@@ -26,9 +26,10 @@ from optuna_dashboard import get_note
 
 from tests.conftest import ROOT, SMOKE, ctrl_c_works
 from tuning.artifacts import artifact_store, attach_files
-from tuning.data import file_sha256
 from tuning.device import detect
-from tuning.notes import study_note, write_study_note
+from tuning.images.mnist import file_sha256
+from tuning.notes import save_note
+from tuning.study.note import study_note, write_study_note
 
 OUTPUT = ROOT / "tests" / "output"
 CHROMIUM = os.environ.get("TUNING_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -159,13 +160,13 @@ def test_busy_or_invalid_port_is_a_one_line_error(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         busy = tuning("dashboard", "--storage", storage, "--port", str(port))
     assert busy.returncode == 2
-    assert busy.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}")
-    assert f"Received: --host 127.0.0.1 --port {port}" in busy.stderr
+    assert busy.stderr.startswith(f"error: --port: cannot listen on 127.0.0.1:{port}")
+    assert f"Received: host='127.0.0.1', port={port}" in busy.stderr
 
     invalid = tuning("dashboard", "--storage", storage, "--port", "70000")
     assert invalid.returncode == 2
     assert invalid.stderr.strip() == (
-        "error: --port must be between 0 and 65535 (0 picks a free port). Received: 70000"
+        "error: --port: must be between 0 and 65535 (0 picks a free port). Received: port=70000"
     )
 
 
@@ -218,7 +219,7 @@ def test_note_describes_protocol_space_data_and_export(tmp_path: Path) -> None:
 
     write_study_note(study)  # unchanged: no new note version
     assert study._storage.get_study_system_attrs(study._study_id)["dashboard:note_ver"] == 1
-    write_study_note(study, "## Greek letters\nA transfer study.")
+    save_note(study, "## Greek letters\nA transfer study.")
     assert get_note(study) == "## Greek letters\nA transfer study."
 
 

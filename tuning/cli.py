@@ -64,12 +64,12 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
     As a worker (`tuning worker`), the process joins a study others may be running: its sampler
     gets a seed of its own, and `--trials` counts the trials this process runs.
     """
-    from tuning.config import load_spec
     from tuning.device import detect
-    from tuning.progress import StudyProgress, summary
     from tuning.storage import redact, resolve_storage_url
-    from tuning.study import open_run
-    from tuning.workers import ProcessBatch, configure_threads, worker_salt
+    from tuning.study.config import load_spec
+    from tuning.study.progress import StudyProgress, summary
+    from tuning.study.run import open_run
+    from tuning.study.workers import ProcessBatch, configure_threads, worker_salt
 
     console: Console = args.console
     spec = load_spec(args.study_file)
@@ -149,8 +149,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Retrain the best trial on all images, test it once, write the model, card and report."""
-    from tuning.config import load_spec
-    from tuning.export import export_study
+    from tuning.export.pipeline import export_study
+    from tuning.study.config import load_spec
 
     console: Console = args.console
     spec = load_spec(args.study_file)
@@ -204,7 +204,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Print the predicted class and its probability for each image."""
     import json
 
-    from tuning.predict import format_predictions, predict_images
+    from tuning.model.predict import format_predictions, predict_images
 
     predictions = predict_images(args.model, args.images)
     if args.json:
@@ -218,9 +218,9 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     """Tune, score (nested CV) and train a transfer to an image folder; write model and cards."""
     import shlex
 
-    from tuning.imagefolder import parse_classes, skipped_warning
-    from tuning.transfer_run import run_transfer
-    from tuning.transfer_search import Search
+    from tuning.images.folder import parse_classes, skipped_warning
+    from tuning.transfer.run import run_transfer
+    from tuning.transfer.search import Search
 
     console: Console = args.console
 
@@ -382,6 +382,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The flag that sets each library parameter an error can name (`TuningError.param`).
+FLAGS = {
+    "data": "--data",
+    "storage": "--storage",
+    "out": "--out",
+    "trial": "--trial",
+    "epoch_scale": "--epoch-scale",
+    "classes": "--classes",
+    "trials": "--trials",
+    "outer_folds": "--folds",
+    "threads": "--threads",
+    "host": "--host",
+    "port": "--port",
+}
+
+
+def error_line(exc: TuningError) -> str:
+    """The error as the command line shows it: a parameter at fault is named by its flag."""
+    if exc.param is None:
+        return str(exc)
+    return f"{FLAGS.get(exc.param, exc.param)}: {exc.message}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tuning` console script."""
     args = build_parser().parse_args(argv)
@@ -390,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except TuningError as exc:
-        console.error(str(exc))
+        console.error(error_line(exc))
         return exc.exit_status
     except KeyboardInterrupt:  # before a command's own handler, e.g. while loading data
         console.say("\nInterrupted: nothing was changed.")

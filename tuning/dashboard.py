@@ -52,7 +52,7 @@ def no_login_warning(host: str, port: int) -> str | None:
         return None
     return (
         f"warning: the dashboard has no login; anyone who can reach {host}:{port} can read, edit "
-        "and delete these studies. On an untrusted network keep the default --host 127.0.0.1 "
+        "and delete these studies. On an untrusted network keep the default host 127.0.0.1 "
         "and use an SSH tunnel: ssh -L 8080:localhost:8080 user@host"
     )
 
@@ -83,7 +83,8 @@ class Dashboard:
 
         if not 0 <= port <= 65535:
             raise DashboardError(
-                f"--port must be between 0 and 65535 (0 picks a free port). Received: {port}"
+                f"must be between 0 and 65535 (0 picks a free port). Received: port={port}",
+                param="port",
             )
         self.storage_url = resolve_storage_url(storage)
         self.artifacts = artifact_dir(artifacts)
@@ -97,9 +98,9 @@ class Dashboard:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise DashboardError(
-                f"cannot listen on {host}:{port} ({reason}); expected a free port (--port, 0 "
-                "picks one) on an address of this machine (--host). "
-                f"Received: --host {host} --port {port}"
+                f"cannot listen on {host}:{port} ({reason}); expected a free port (0 picks one) "
+                f"on an address of this machine. Received: host={host!r}, port={port}",
+                param="port",
             ) from None
         self.host = host
         self.port = int(self._server.server_address[1])

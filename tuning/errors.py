@@ -3,9 +3,18 @@
 
 class TuningError(Exception):
     """Base class: the CLI prints the message on one line and exits with `exit_status`: 2 for a
-    bad input (the default), 1 for a failure during work."""
+    bad input (the default), 1 for a failure during work.
+
+    `param` names the function parameter at fault, if one is: the message then reads
+    "param: what was wrong", and the CLI shows the flag that sets it instead of the name.
+    """
 
     exit_status = 2
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(f"{param}: {message}" if param else message)
+        self.message = message
+        self.param = param
 
 
 class ConfigError(TuningError, ValueError):

@@ -17,7 +17,7 @@ from tuning.errors import ExportError
 def staging_dir(out_dir: Path) -> Path:
     """A fresh hidden folder beside `out_dir` (same file system, so the final move is atomic)."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"--out {out_dir}: exists and is not a folder")
+        raise ExportError(f"{out_dir}: exists and is not a folder", param="out")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(
@@ -27,8 +27,9 @@ def staging_dir(out_dir: Path) -> Path:
         return staging
     except OSError as exc:
         raise ExportError(
-            f"--out {out_dir}: cannot write to {out_dir.parent} ({exc.strerror or exc}); choose "
-            "a writable folder"
+            f"{out_dir}: cannot write to {out_dir.parent} ({exc.strerror or exc}); choose "
+            "a writable folder",
+            param="out",
         ) from None
 
 

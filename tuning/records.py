@@ -7,6 +7,8 @@ progress bar, the dashboard note, export and transfer.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 from collections.abc import Collection, Mapping
 from enum import StrEnum
@@ -101,3 +103,9 @@ def check_protocol(
             raise StudyMismatchError(
                 f"{study} was made with {key}={have}, but this run has {key}={want}; {remedy}"
             )
+
+
+def space_fingerprint(description: list[dict[str, Any]]) -> str:
+    """A short hash of a space description; a stored study resumes only if it matches."""
+    canonical = json.dumps(description, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -32,7 +32,7 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def resolve_storage_url(url: str | None = None) -> str:
-    """`--storage` wins over `TUNING_STORAGE`, which wins over the project default."""
+    """`url` wins over `TUNING_STORAGE`, which wins over the project default."""
     return url or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
 
 
@@ -71,8 +71,9 @@ def _check_sqlite_path(path: Path) -> None:
         with open(path, "rb") as handle:
             if handle.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
                 raise StorageError(
-                    f"{path}: not an SQLite database (it was left untouched); point --storage "
-                    "or TUNING_STORAGE at a study database or a new file"
+                    f"{path}: not an SQLite database (it was left untouched); point the storage "
+                    "URL or TUNING_STORAGE at a study database or a new file",
+                    param="storage",
                 )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,335 @@
+"""`tuning export` on a smoke study: the trial's own recipe on all images, files, card, the
+baseline beside the winner, artifacts, test accuracy, and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import optuna
+import pytest
+
+from tests.conftest import add_rung_trial
+from tuning.artifacts import DASHBOARD_TRIAL_ARTIFACT_PREFIX
+from tuning.cli import main
+from tuning.device import detect
+from tuning.errors import ExportError, StudyMismatchError
+from tuning.export.pipeline import export_study, load_exportable_study
+from tuning.images.mnist import file_sha256
+from tuning.model.file import load_model_file
+from tuning.records import StudyKey
+from tuning.study.config import ExportSettings, load_spec
+from tuning.study.run import open_study, run_study
+from tuning.training import recipe as recipes
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "studies" / "smoke.toml"
+PLOTS = [
+    "learning_curves.png",
+    "fold_accuracies.png",
+    "confusion_matrix.png",
+    "test_predictions.png",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    storage: str
+    data: Path
+    out: Path
+    artifacts: Path
+    card: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def exported(mnist_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """The smoke study (the seed network and one more trial) run into a temporary database,
+    then trial 1 exported: the seed-network baseline is exported first, beside it."""
+    root = tmp_path_factory.mktemp("export")
+    storage = f"sqlite:///{root / 'studies.db'}"
+    spec = load_spec(SMOKE)
+    run_study(spec, storage=storage, data=mnist_npz, n_trials=2, artifacts=root / "artifacts")
+    keras.backend.clear_session()
+    result = export_study(
+        spec,
+        storage=storage,
+        data=mnist_npz,
+        out=root / "models" / "smoke",
+        trial=1,
+        artifacts=root / "artifacts",
+    )
+    return Exported(storage, mnist_npz, result.out_dir, root / "artifacts", result.card.to_dict())
+
+
+def test_export_writes_model_savedmodel_card_plots_and_config(exported: Exported) -> None:
+    names = {p.name for p in exported.out.iterdir()}
+    assert {"model.keras", "saved_model", "model_card.json", "config.json", *PLOTS} <= names
+    assert not [n for n in os.listdir(exported.out.parent) if n.startswith(".")]  # no staging
+    for plot in PLOTS:
+        assert (exported.out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    config = json.loads((exported.out / "config.json").read_text())
+    assert config["study"]["name"] == "smoke"
+    assert config["study"]["export"] == dataclasses.asdict(ExportSettings()) == {"epoch_scale": 1}
+    assert config["command"]["trial"] == 1
+
+
+def test_card_describes_the_trial_its_recipe_and_the_files(exported: Exported) -> None:
+    card = json.loads((exported.out / "model_card.json").read_text())
+    study = optuna.load_study(study_name="smoke", storage=exported.storage)
+    trial = study.trials[1]
+    assert (card["study"], card["trial"], card["params"]) == ("smoke", 1, trial.params)
+    assert card["cv"]["mean"] == trial.value and card["cv"]["rung"] == 0
+    assert card["cv"]["folds"] == trial.user_attrs["fold_accuracies"]
+    assert card["cv"]["protocol"]["protocol_version"] == 2
+    # The trial's own recipe: its hyperparameters, epochs x the study file's epoch_scale.
+    recipe = card["training"]["recipe"]
+    for key in ("batch_size", "optimizer", "learning_rate", "schedule", "rotation", "zoom"):
+        assert recipe[key] == trial.params[key]
+    assert recipe["epochs"] == trial.params["epochs"] * 1 and card["training"]["epoch_scale"] == 1
+    assert card["sha256"]["model"] == file_sha256(exported.out / "model.keras")
+    assert card["sha256"]["data"] == file_sha256(exported.data)
+    assert card["class_names"] == [str(d) for d in range(10)]
+    assert card["training"]["images"] == 2000 and card["training"]["seconds"] > 0
+    assert {"tensorflow", "keras", "optuna"} <= set(card["versions"])
+    assert card["training"]["device"] == card["versions"]["device"] == detect().describe()
+    assert card["created"][:4].isdigit()
+    assert study.user_attrs["export"]["test_accuracy"] == card["test"]["accuracy"]
+
+
+def test_the_seed_network_is_exported_first_and_set_beside_the_winner(exported: Exported) -> None:
+    baseline_dir = exported.out.with_name("smoke-trial0")
+    baseline_card = json.loads((baseline_dir / "model_card.json").read_text())
+    assert baseline_card["trial"] == 0 and baseline_card["seed_network"] is True
+    assert baseline_card["baseline"]["trial"] == 0  # it is its own baseline
+    assert baseline_card["baseline"]["errors_saved"] == 0
+    # The same recipe rules: the seed's hyperparameters, epochs x the same epoch_scale.
+    assert baseline_card["training"]["epoch_scale"] == exported.card["training"]["epoch_scale"]
+    against = exported.card["baseline"]
+    assert against["trial"] == 0 and against["test_errors"] == baseline_card["test"]["errors"]
+    assert against["errors_saved"] == against["test_errors"] - exported.card["test"]["errors"]
+    study = optuna.load_study(study_name="smoke", storage=exported.storage)
+    assert set(study.user_attrs[StudyKey.EXPORTS]) == {"0", "1"}
+
+
+def test_trials_and_export_train_through_the_same_function(
+    exported: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[recipes.Recipe, int]] = []
+    real = recipes.train
+
+    def spy(model: Any, recipe: recipes.Recipe, x: np.ndarray, *args: Any, **kw: Any) -> Any:
+        calls.append((recipe, len(x)))
+        return real(model, recipe, x, *args, **kw)
+
+    monkeypatch.setattr(recipes, "train", spy)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    spec = load_spec(SMOKE)
+    study = run_study(spec, storage=storage, data=exported.data, n_trials=1)
+    assert len(calls) == spec.fidelity.folds  # one per fold, by the seed network's recipe
+    export_study(spec, storage=storage, data=exported.data, out=tmp_path / "m")
+    (fold, fold_images), (final, all_images) = calls[0], calls[-1]
+    assert final == fold and study.best_trial.number == 0  # the recipe that was scored ...
+    assert (fold_images, all_images) == (1000, 2000)  # ... on a fold, then on every image
+
+    # A stored baseline is reused: exporting trial 1 (of a copy of the study) trains it alone.
+    with (
+        sqlite3.connect(exported.storage.removeprefix("sqlite:///")) as source,
+        sqlite3.connect(tmp_path / "copy.db") as target,
+    ):
+        source.backup(target)  # the write-ahead log too, unlike a file copy
+    copy = f"sqlite:///{tmp_path / 'copy.db'}"
+    calls.clear()
+    export_study(spec, storage=copy, data=exported.data, out=tmp_path / "t1", trial=1)
+    assert len(calls) == 1 and not (tmp_path / "t1-trial0").exists()
+
+
+def test_export_takes_the_best_trial_of_the_highest_rung_or_the_one_asked_for(
+    tmp_path: Path,
+) -> None:
+    """Drawn with ask/tell: a pruned trial that led the cheap rung never wins over one scored
+    on the top rung, and --trial refuses trials that never finished a rung."""
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    spec = load_spec(SMOKE)
+    study = open_study(spec, storage=storage, data_sha256="a" * 64, hypermodel=_space())
+    scores = [[0.90, 0.95], [0.99], [0.92, 0.96], [0.91, 0.93]]
+    for row in scores:
+        add_rung_trial(study, row, rungs=2)
+    study.ask()  # still running
+    _, best = load_exportable_study(spec, storage)
+    assert best.number == 2  # not #1, whose 0.99 came from the cheaper rung
+    assert load_exportable_study(spec, storage, trial=1)[1].number == 1
+    with pytest.raises(ExportError, match=r"^trial: trial #4 .* is RUNNING without a finished"):
+        load_exportable_study(spec, storage, trial=4)
+    with pytest.raises(
+        ExportError, match=r"^trial: study .smoke. has trials 0\.\.4\. Received: trial=9"
+    ):
+        load_exportable_study(spec, storage, trial=9)
+
+
+def _space() -> Any:
+    from tuning.study.space import CNNHyperModel
+
+    return CNNHyperModel(max_epochs=1)
+
+
+def test_card_test_accuracy_equals_a_fresh_evaluation(exported: Exported) -> None:
+    model = keras.saving.load_model(exported.out / "model.keras", safe_mode=True)
+    with np.load(exported.data) as data:
+        x, y = data["x_test"], data["y_test"]
+    _, accuracy = model.evaluate(x[..., None], y, verbose=0)
+    assert accuracy == pytest.approx(exported.card["test"]["accuracy"], abs=1e-6)
+    assert exported.card["test"]["errors"] == round((1 - accuracy) * len(y))
+    # Augmentation lives in the input pipeline: the served model has no random layers.
+    assert not [layer for layer in model.layers if type(layer).__name__.startswith("Random")]
+
+
+def test_savedmodel_serves_the_same_probabilities(exported: Exported) -> None:
+    import tensorflow as tf
+
+    with np.load(exported.data) as data:
+        x = data["x_test"][:16, ..., None].astype("float32")
+    loaded = tf.saved_model.load(str(exported.out / "saved_model"))  # keep it: serve needs it
+    served = loaded.serve(tf.constant(x))
+    expected = load_model_file(exported.out / "model.keras").predict(x, verbose=0)
+    np.testing.assert_allclose(np.asarray(served), expected, atol=1e-5)
+
+
+def test_model_card_and_plots_are_artifacts_of_the_exported_trial(exported: Exported) -> None:
+    study = optuna.load_study(study_name="smoke", storage=exported.storage)
+    # Where optuna-dashboard looks for the artifacts of a finished trial (see tuning.artifacts).
+    prefix = f"{DASHBOARD_TRIAL_ARTIFACT_PREFIX}{study.trials[1]._trial_id}:"
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    metas = [json.loads(v) for k, v in attrs.items() if k.startswith(prefix)]
+    by_name = {m["filename"]: m["artifact_id"] for m in metas}
+    ids = exported.card["artifacts"]
+    assert {"model.keras", "model_card.json", *PLOTS} <= set(ids)
+    assert all(by_name[name] == artifact_id for name, artifact_id in ids.items())
+    stored = exported.artifacts / ids["model.keras"]
+    assert stored.read_bytes() == (exported.out / "model.keras").read_bytes()
+    # The card on disk lists every artifact uploaded before it.
+    on_disk = json.loads((exported.out / "model_card.json").read_text())["artifacts"]
+    assert on_disk == {k: v for k, v in ids.items() if k != "model_card.json"}
+
+
+def test_a_failed_export_leaves_the_previous_one_intact(
+    exported: Exported, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = {p.name: p.read_bytes() for p in exported.out.iterdir() if p.is_file()}
+
+    def broken_train(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt  # the user gives up half-way
+
+    monkeypatch.setattr(recipes, "train", broken_train)
+    with pytest.raises(KeyboardInterrupt):
+        export_study(
+            load_spec(SMOKE),
+            storage=exported.storage,
+            data=exported.data,
+            out=exported.out,
+            trial=1,
+            artifacts=exported.artifacts,
+        )
+    after = {p.name: p.read_bytes() for p in exported.out.iterdir() if p.is_file()}
+    assert after == before
+    assert not [n for n in os.listdir(exported.out.parent) if n.startswith(".")]
+
+
+def test_missing_study_and_database_are_clear_errors(
+    exported: Exported, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text('[study]\nname = "never-run"\n')
+    with pytest.raises(
+        ExportError, match=r"study 'never-run' .* not found .* Stored studies: smoke"
+    ):
+        export_study(load_spec(other), storage=exported.storage, data=exported.data)
+    missing_db = f"sqlite:///{tmp_path / 'absent.db'}"
+    assert main(["export", str(SMOKE), "--storage", missing_db, "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --storage: no study database at ") and "absent.db" in err
+    assert not (tmp_path / "absent.db").exists()  # nothing created by looking
+
+
+def test_a_study_without_a_completed_trial_is_refused(tmp_path: Path, mnist_npz: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'empty.db'}"
+    study = optuna.create_study(study_name="smoke", storage=storage)
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    with pytest.raises(ExportError, match="has no trial that finished a rung yet"):
+        export_study(load_spec(SMOKE), storage=storage, data=mnist_npz)
+
+
+def test_unwritable_output_is_refused_before_training(
+    exported: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(recipes, "train", lambda *a, **k: pytest.fail("trained anyway"))
+    with pytest.raises(ExportError, match=r"^out: .*a-file/models: cannot write to"):
+        export_study(
+            load_spec(SMOKE), storage=exported.storage, data=exported.data, out=blocker / "models"
+        )
+
+
+def test_other_training_data_is_refused(exported: Exported, tmp_path: Path) -> None:
+    with np.load(exported.data) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["x_train"] = arrays["x_train"][::-1].copy()
+    changed = tmp_path / "changed.npz"
+    np.savez(changed, **arrays)
+    with pytest.raises(StudyMismatchError, match="was made with data_sha256="):
+        export_study(load_spec(SMOKE), storage=exported.storage, data=changed)
+
+
+def test_a_study_stored_before_tuned_recipes_is_refused(exported: Exported, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'old.db'}"
+    study = optuna.create_study(study_name="smoke", storage=storage, direction="maximize")
+    old = {"subset": 2000, "folds": 2, "max_epochs": 1, "seed": 42}
+    study.set_user_attr("protocol", {**old, "data_sha256": file_sha256(exported.data)})
+    study.add_trial(optuna.trial.create_trial(value=0.9, intermediate_values={1: 0.9}))
+    with pytest.raises(StudyMismatchError) as info:
+        export_study(load_spec(SMOKE), storage=storage, data=exported.data, out=tmp_path / "m")
+    assert "earlier tuning (protocol 1:" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "m").exists()
+
+
+def _full_mnist() -> Path:
+    path = Path(os.environ.get("TUNING_MNIST", "/nonexistent"))
+    if not path.is_file():
+        pytest.skip("needs the full MNIST file: set TUNING_MNIST")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("size", "train_images", "test_images", "least_accuracy"),
+    [
+        ("reduced", 2_000, 500, 0.85),  # CI runs this form on every submission
+        pytest.param("full", 60_000, 10_000, 0.98, marks=pytest.mark.slow),  # ~3 minutes
+    ],
+)
+def test_cli_study_then_export(
+    size: str,
+    train_images: int,
+    test_images: int,
+    least_accuracy: float,
+    mnist_npz: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`tuning study` + `tuning export` as a user runs them, on a slice of MNIST or all of it."""
+    data = str(mnist_npz if size == "reduced" else _full_mnist())
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    common = ["--storage", storage, "--data", data]
+    assert main(["study", str(SMOKE), *common, "--trials", "1", "--no-progress"]) == 0
+    out = tmp_path / "models"
+    assert main(["export", str(SMOKE), *common, "--out", str(out), "--epoch-scale", "2"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["training"]["images"] == train_images
+    assert card["test"]["images"] == test_images
+    assert card["test"]["accuracy"] > least_accuracy

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DEFAULT_STUDY, SMOKE
+from tuning.errors import ConfigError
+from tuning.study.config import Rung, load_spec
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_study_files_parse() -> None:
+    smoke = load_spec(SMOKE)
+    assert (smoke.name, smoke.fidelity.subset, smoke.fidelity.folds) == ("smoke", 2000, 2)
+    assert smoke.fidelity.max_epochs == 1 and smoke.budget.trials == 3
+    default = load_spec(DEFAULT_STUDY)
+    assert default.name == "mnist_cnn" and default.budget.timeout is not None
+    ladder = default.fidelity.ladder
+    assert len(ladder) == 3 and ladder[-1].subset == 60_000  # the top rung sees every image
+    assert [r.subset * r.folds_run for r in ladder] == sorted(
+        r.subset * r.folds_run for r in ladder
+    )
+
+
+def test_defaults_fill_in_and_name_is_the_file_stem(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, "[fidelity]\nsubset = 1000\n"))
+    assert spec.name == "study"
+    assert spec.fidelity.folds == 5  # the documented default k
+    assert spec.search.sampler == "tpe" and spec.search.pruner == "successive_halving"
+    assert spec.to_dict()["fidelity"] == {
+        "subset": 1000,
+        "folds": 5,
+        "max_epochs": 15,
+        "precision": "float32",
+        "rungs": (),
+    }
+    assert spec.fidelity.ladder == (Rung(subset=1000, folds=5),)  # one rung, every fold
+
+
+def test_rungs_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
+    text = (
+        "[[fidelity.rungs]]\nsubset = 600\nfolds = 3\nrun_folds = 1\nepoch_scale = 0.5\n"
+        "[[fidelity.rungs]]\nsubset = 1200\nfolds = 2\n"
+        "[export]\nepoch_scale = 2\n"
+    )
+    spec = load_spec(write(tmp_path, text))
+    assert spec.fidelity.ladder == (Rung(600, 3, 1, 0.5), Rung(1200, 2))
+    assert spec.fidelity.largest_subset == 1200 and spec.export.epoch_scale == 2
+    assert spec.protocol()["rungs"][0] == {
+        "subset": 600,
+        "folds": 3,
+        "run_folds": 1,
+        "epoch_scale": 0.5,
+    }
+    assert "export" not in spec.protocol()  # the export multiplier never invalidates a study
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[fidelity]\nfoldz = 3\n", "unknown key 'fidelity.foldz'; expected one of: subset, folds"),
+        ("[fidelty]\nfolds = 3\n", "unknown table or key 'fidelty'"),
+        ("[fidelity]\nfolds = 1\n", "'fidelity.folds' must be an integer in 2..20. Received: 1"),
+        ("[fidelity]\nsubset = 70000\n", "'fidelity.subset' must be an integer in 100..60000"),
+        ("[fidelity]\nmax_epochs = true\n", "'fidelity.max_epochs' must be an integer"),
+        (
+            "[search]\npruner = 'asha'\n",
+            "'search.pruner' must be one of successive_halving, hyperband, median, none",
+        ),
+        (
+            "[[fidelity.rungs]]\nsubset = 600\nfolds = 3\nrun_folds = 4\n",
+            "'fidelity.rungs[0].run_folds' must be at most its folds (3). Received: 4",
+        ),
+        (
+            "[[fidelity.rungs]]\nsubset = 600\nfolds = 3\n[[fidelity.rungs]]\nfolds = 3\n",
+            "'fidelity.rungs[1]' needs 'subset'",
+        ),
+        (
+            "[[fidelity.rungs]]\nsubset = 600\nfolds = 3\nepoch_scale = 0\n",
+            "'fidelity.rungs[0].epoch_scale' must be a number in (0, 10]. Received: 0",
+        ),
+        (
+            "[[fidelity.rungs]]\nsubset = 600\nfolds = 3\nfold = 1\n",
+            "unknown key 'fidelity.rungs[0].fold'",
+        ),
+        (
+            "[fidelity]\nsubset = 600\n[[fidelity.rungs]]\nsubset = 600\nfolds = 3\n",
+            "give either 'fidelity.subset' (one rung) or [[fidelity.rungs]], not both",
+        ),
+        ("[fidelity]\nrungs = 3\n", "'fidelity.rungs' must be an array of 1 to 5"),
+        (
+            "[export]\nepochs = 15\n",
+            "'export.epochs' is now part of each trial's tuned recipe; the [export] table takes "
+            "only 'epoch_scale'",
+        ),
+        (
+            "[fidelity]\nprecision = 'float16'\n",
+            "'fidelity.precision' must be one of float32, mixed_bfloat16, mixed_float16, auto. "
+            "Received: 'float16'",
+        ),
+        ("[budget]\ntimeout = -5\n", "'budget.timeout' must be a number of seconds > 0"),
+        ("[study]\nname = 'a b'\n", "'study.name' must be letters, digits"),
+        ("[study]\nenqueue = [1]\n", "'study.enqueue' must be an array of [[study.enqueue]]"),
+        ("[fidelity]\nsubset = 100\nfolds = 20\n", "at least 10 images per fold"),
+        ("fidelity = 3\n", "[fidelity] must be a table"),
+        ("[fidelity\nfolds = 3\n", "not valid TOML"),
+    ],
+)
+def test_bad_study_files_get_one_line_errors_naming_file_and_field(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    assert expected in message
+
+
+def test_enqueued_starting_points_are_read_in_order(tmp_path: Path) -> None:
+    text = "[[study.enqueue]]\nbatch_norm = true\n[[study.enqueue]]\nfilters_0 = 16\n"
+    assert load_spec(write(tmp_path, text)).enqueue == ({"batch_norm": True}, {"filters_0": 16})
+    assert load_spec(write(tmp_path, "")).enqueue == ()
+
+
+def test_missing_study_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="study file not found"):
+        load_spec(tmp_path / "nope.toml")

@@ -1,0 +1,149 @@
+"""Which study and trial an export retrains, whether the study still means what it meant, and
+the record of each export kept on the study (so the baseline is trained once, not per export)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuning.errors import ExportError
+from tuning.records import PROTOCOL_VERSION, StudyKey, TrialKey, check_protocol, space_fingerprint
+from tuning.storage import open_storage, redact, resolve_storage_url, study_names
+from tuning.study.config import StudySpec
+from tuning.study.rungs import SCORED_STATES, best_at_highest_rung, rung_scores
+from tuning.study.space import CNNHyperModel, describe_space
+
+DEFAULT_MODELS = Path("storage/models")
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """What an export of one trial scored on the test set, kept on the study so that later
+    exports can set their winner beside the baseline without training it again."""
+
+    trial: int
+    test_accuracy: float
+    test_errors: int
+    test_images: int
+    epoch_scale: float
+    data_sha256: str
+    out: str
+    created: str
+
+    @classmethod
+    def from_attr(cls, value: dict[str, Any]) -> ExportRecord:
+        return cls(**{f.name: value[f.name] for f in dataclasses.fields(cls)})
+
+
+def stored_export(
+    study: optuna.Study, trial: int, *, epoch_scale: float, data_sha256: str
+) -> ExportRecord | None:
+    """The stored export of `trial` made with the same epoch scale and training data, if any."""
+    value = (study.user_attrs.get(StudyKey.EXPORTS) or {}).get(str(trial))
+    if not value:
+        return None
+    record = ExportRecord.from_attr(value)
+    same = record.epoch_scale == epoch_scale and record.data_sha256 == data_sha256
+    return record if same else None
+
+
+def default_out_dir(study_name: str) -> Path:
+    """`storage/models/<study>`."""
+    return DEFAULT_MODELS / study_name
+
+
+def load_exportable_study(
+    spec: StudySpec, storage: str | None, *, trial: int | None = None
+) -> tuple[optuna.Study, FrozenTrial]:
+    """The stored study of `spec` and the trial to export: `trial` if given, else the best
+    trial at the highest rung any trial reached.
+
+    Raises:
+        ExportError: the database, the study or the trial does not exist, or no trial (or not
+            `trial`) has finished a rung.
+    """
+    url = resolve_storage_url(storage)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        database = Path(url.removeprefix("sqlite:///"))
+        if not database.is_file():
+            raise ExportError(
+                f"no study database at {database}; run `tuning study {spec.path}` first "
+                "or give the storage that holds the study",
+                param="storage",
+            )
+    rdb = open_storage(url)
+    if spec.name not in study_names(rdb):
+        stored = ", ".join(study_names(rdb)) or "none"
+        raise ExportError(
+            f"study '{spec.name}' (from {spec.path}) not found in {redact(url)}; run `tuning "
+            f"study {spec.path}` first. Stored studies: {stored}"
+        )
+    study = optuna.load_study(study_name=spec.name, storage=rdb)
+    trials = study.get_trials(deepcopy=False)
+    if trial is not None:
+        if not 0 <= trial < len(trials):
+            raise ExportError(
+                f"study '{spec.name}' has trials 0..{len(trials) - 1}. Received: trial={trial}"
+                if trials
+                else f"study '{spec.name}' has no trials yet. Received: trial={trial}",
+                param="trial",
+            )
+        chosen = trials[trial]
+        if chosen.state not in SCORED_STATES or not rung_scores(chosen):
+            raise ExportError(
+                f"trial #{trial} of study '{spec.name}' is {chosen.state.name} without a "
+                "finished rung; choose a COMPLETE or PRUNED trial",
+                param="trial",
+            )
+        return study, chosen
+    best = best_at_highest_rung(trials)
+    if best is None:
+        raise ExportError(
+            f"study '{spec.name}' in {redact(url)} has no trial that finished a rung yet; run "
+            f"`tuning study {spec.path}` until one completes"
+        )
+    return study, best
+
+
+def check_compatible(study: optuna.Study, spec: StudySpec, data_sha256: str) -> dict[str, Any]:
+    """The study's stored protocol, once its trials are known to be rebuildable: same protocol
+    version, training data file and search-space code.
+
+    Raises:
+        StudyMismatchError: the study predates this protocol, or the data file or the search
+            space differ from the study's.
+    """
+    protocol = dict(study.user_attrs.get(StudyKey.PROTOCOL) or {})
+    subject = f"study '{spec.name}'"
+    remedy = (
+        f"export a study made by this tuning from this data (give {spec.path} a new [study] "
+        "name and run it), or pass the study's own data file"
+    )
+    check_protocol(protocol, {"protocol_version": PROTOCOL_VERSION}, study=subject, remedy=remedy)
+    hypermodel = CNNHyperModel(max_epochs=int(protocol["max_epochs"]))
+    expected = {
+        "data_sha256": data_sha256,
+        "space_fingerprint": space_fingerprint(describe_space(hypermodel)),
+    }
+    check_protocol(protocol, expected, study=subject, remedy=remedy)
+    return protocol
+
+
+def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The first seed-network trial that finished every rung it was given."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if trial.user_attrs.get(TrialKey.BASELINE):
+            return trial
+    return None
+
+
+def trial_out_dir(study_name: str, trial: int, *, beside: Path | None = None) -> Path:
+    """`storage/models/<study>-trial<N>`, or `<beside>-trial<N>` next to another export."""
+    if beside is not None:
+        return beside.with_name(f"{beside.name}-trial{trial}")
+    return DEFAULT_MODELS / f"{study_name}-trial{trial}"

@@ -1,0 +1,91 @@
+"""Classify pictures of single characters with an exported model (`tuning predict`)."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuning.errors import ModelError
+from tuning.images.preprocess import prepare_image
+from tuning.model.file import class_names, load_model_file
+
+TOP_K = 3
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The most probable class of one image, and the runners-up."""
+
+    image: str
+    label: str
+    index: int
+    probability: float
+    top: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _input_side(model: Any, path: Path) -> int:
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or not shape[1]:
+        raise ModelError(
+            f"{path}: expected a model taking square grayscale images (None, S, S, 1). "
+            f"Received input shape: {shape}"
+        )
+    return int(shape[1])
+
+
+def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
+    # A model ending in logits rather than softmax still gets meaningful probabilities.
+    if outputs.min() < 0 or not np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
+        shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+    return outputs
+
+
+def predict_images(model_path: str | Path, images: Sequence[str | Path]) -> list[Prediction]:
+    """Preprocess each image like MNIST and classify it with the model at `model_path`.
+
+    The labels are the `class_names` of `model_card.json` next to the model (digits by default).
+    Every image is read before the model runs, so a bad one fails the call with its name.
+
+    Raises:
+        ModelError: the model cannot be loaded safely, or its inputs/outputs do not fit.
+        ImageError: an image cannot be read or holds no ink.
+    """
+    import keras
+
+    model_path = Path(model_path)
+    model = load_model_file(model_path)
+    try:
+        side = _input_side(model, model_path)
+        batch = np.stack(
+            [prepare_image(img, size=side, box=round(side * 20 / 28)) for img in images]
+        )
+        outputs = np.asarray(model.predict(batch[..., None], verbose=0), dtype=np.float64)
+    finally:
+        keras.backend.clear_session()
+        gc.collect()
+    if outputs.ndim != 2:
+        raise ModelError(f"{model_path}: expected one score per class. Received: {outputs.shape}")
+    names = class_names(model_path, outputs.shape[1])
+    probs = _as_probabilities(outputs)
+    results = []
+    for source, row in zip(images, probs, strict=True):
+        order = np.argsort(row)[::-1][:TOP_K]
+        top = [{"label": names[i], "index": int(i), "probability": float(row[i])} for i in order]
+        best = int(order[0])
+        results.append(Prediction(str(source), names[best], best, float(row[best]), top))
+    return results
+
+
+def format_predictions(predictions: list[Prediction]) -> str:
+    """One line per image: path, predicted label, probability."""
+    width = max(len(p.image) for p in predictions)
+    return "\n".join(f"{p.image:<{width}}  {p.label}  {p.probability:.4f}" for p in predictions)

@@ -1,0 +1,301 @@
+"""Parse and validate a study file (TOML) into a typed, frozen `StudySpec`."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuning.errors import ConfigError
+from tuning.records import PROTOCOL_VERSION
+
+SAMPLERS = ("tpe", "random")
+# Pruners that decide which trials climb the fidelity rungs (`tuning.study.rungs`).
+PRUNERS = ("successive_halving", "hyperband", "median", "none")
+# What a stored study's scores mean. Version 2: rungs of growing fidelity, each scored by the
+# trial's own training recipe (tuning.training.recipe). A study stored under another version
+# is refused.
+# Keras dtype policies a model can be built with. mixed_bfloat16 (bfloat16 compute, float32
+# weights) needs a CPU with AVX512-BF16 or AMX to be fast; mixed_float16 a GPU with tensor cores.
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+# A study file may also say "auto": tuning.device.resolve_precision picks by hardware, once, when
+# the study is created, and the stored protocol keeps what it picked.
+PRECISIONS = (*POLICIES, "auto")
+MNIST_TRAIN_SIZE = 60_000
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of the fidelity ladder: k-fold CV on a stratified `subset` of the training
+    images, stopping after the first `run_folds` folds (default: all `folds`), with the trial's
+    recipe run for `epoch_scale` times its epochs. Its score is the mean over the folds run."""
+
+    subset: int
+    folds: int
+    run_folds: int | None = None
+    epoch_scale: float = 1.0
+
+    @property
+    def folds_run(self) -> int:
+        return self.run_folds or self.folds
+
+    def describe(self) -> str:
+        folds = (
+            f"{self.folds}-fold"
+            if self.folds_run == self.folds
+            else (f"{self.folds_run} of {self.folds} folds")
+        )
+        return f"{folds} CV on {self.subset:,} images, epochs x {self.epoch_scale:g}"
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How much each trial costs: its rungs (`[[fidelity.rungs]]`, or a single rung given by
+    `subset` and `folds`), the most epochs a recipe may ask for, and the compute precision
+    (`mixed_bfloat16`: bfloat16 compute, float32 weights; `auto`: chosen by hardware when the
+    study is created)."""
+
+    subset: int = MNIST_TRAIN_SIZE
+    folds: int = 5
+    max_epochs: int = 15
+    precision: str = "float32"
+    rungs: tuple[Rung, ...] = ()
+
+    @property
+    def ladder(self) -> tuple[Rung, ...]:
+        """The rungs a trial climbs, cheapest first."""
+        return self.rungs or (Rung(self.subset, self.folds),)
+
+    @property
+    def largest_subset(self) -> int:
+        return max(rung.subset for rung in self.ladder)
+
+
+@dataclass(frozen=True)
+class Search:
+    """Which Optuna sampler and pruner drive the study."""
+
+    sampler: str = "tpe"
+    pruner: str = "successive_halving"
+    n_startup_trials: int = 10
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When `tuning study` stops by itself: after `trials` trials or `timeout` seconds."""
+
+    trials: int = 50
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What `tuning export` changes about the winning trial's recipe besides the data (all
+    training images instead of a fold): its epochs are multiplied by `epoch_scale`."""
+
+    epoch_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study file. `name` defaults to the file's stem."""
+
+    name: str
+    path: Path
+    seed: int = 42
+    enqueue_seed: bool = True
+    # Starting points from [[study.enqueue]]: hyperparameters over the seed network's, each run
+    # once, right after the baseline, when the study is created. The pruner treats them as any
+    # other trial.
+    enqueue: tuple[dict[str, Any], ...] = ()
+    fidelity: Fidelity = Fidelity()
+    search: Search = Search()
+    budget: Budget = Budget()
+    export: ExportSettings = ExportSettings()
+
+    def protocol(self) -> dict[str, Any]:
+        """What every trial's score depends on; a stored study must match it to be resumed.
+
+        Keys added after studies were first stored have their old behaviour as the default in
+        `PROTOCOL_DEFAULTS`: compare through `resumable_protocol`, which fills them in.
+        """
+        return {
+            "protocol_version": PROTOCOL_VERSION,
+            "rungs": [dataclasses.asdict(rung) for rung in self.fidelity.ladder],
+            "max_epochs": self.fidelity.max_epochs,
+            "seed": self.seed,
+            "precision": self.fidelity.precision,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration, with defaults filled in (saved next to artifacts)."""
+        out = dataclasses.asdict(self)
+        out["path"] = str(self.path)
+        return out
+
+
+# Protocol keys newer than some stored studies, and what those studies implicitly used.
+PROTOCOL_DEFAULTS: dict[str, Any] = {"precision": "float32"}
+
+
+def resumable_protocol(protocol: dict[str, Any]) -> dict[str, Any]:
+    """`protocol` with the keys it predates filled in, so an old study and a new file compare."""
+    return {**PROTOCOL_DEFAULTS, **protocol}
+
+
+# key -> (python types accepted, check, what was expected)
+_Rule = tuple[tuple[type, ...], Any, str]
+_SCHEMA: dict[str, dict[str, _Rule]] = {
+    "study": {
+        "name": ((str,), lambda v: bool(_NAME.match(v)), "letters, digits, '_', '.' or '-'"),
+        "seed": ((int,), lambda v: v >= 0, "an integer >= 0"),
+        "enqueue_seed": ((bool,), lambda v: True, "true or false"),
+        "enqueue": (
+            (list,),
+            lambda v: all(isinstance(t, dict) for t in v),
+            "an array of [[study.enqueue]] tables of hyperparameter values",
+        ),
+    },
+    "fidelity": {
+        "subset": ((int,), lambda v: 100 <= v <= MNIST_TRAIN_SIZE, "an integer in 100..60000"),
+        "folds": ((int,), lambda v: 2 <= v <= 20, "an integer in 2..20"),
+        "max_epochs": ((int,), lambda v: 1 <= v <= 200, "an integer in 1..200"),
+        "precision": ((str,), lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+        "rungs": ((list,), lambda v: 1 <= len(v) <= 5, "an array of 1 to 5 [[fidelity.rungs]]"),
+    },
+    "fidelity.rungs": {
+        "subset": ((int,), lambda v: 100 <= v <= MNIST_TRAIN_SIZE, "an integer in 100..60000"),
+        "folds": ((int,), lambda v: 2 <= v <= 20, "an integer in 2..20"),
+        "run_folds": ((int,), lambda v: 1 <= v <= 20, "an integer in 1..20"),
+        "epoch_scale": ((int, float), lambda v: 0 < v <= 10, "a number in (0, 10]"),
+    },
+    "search": {
+        "sampler": ((str,), lambda v: v in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
+        "pruner": ((str,), lambda v: v in PRUNERS, f"one of {', '.join(PRUNERS)}"),
+        "n_startup_trials": ((int,), lambda v: v >= 0, "an integer >= 0"),
+    },
+    "budget": {
+        "trials": ((int,), lambda v: v >= 1, "an integer >= 1"),
+        "timeout": ((int, float), lambda v: v > 0, "a number of seconds > 0"),
+    },
+    "export": {
+        "epoch_scale": ((int, float), lambda v: 0 < v <= 20, "a number in (0, 20]"),
+    },
+}
+
+
+# Keys of the [export] table before its recipe became the trial's own (tuned) recipe.
+_FORMER_EXPORT_KEYS = ("epochs", "schedule", "augment", "rotation", "shift", "zoom")
+
+
+def _check_table(
+    path: Path, section: str, table: Any, *, where: str | None = None
+) -> dict[str, Any]:
+    rules = _SCHEMA[section]
+    where = where or section
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{where}] must be a table. Received: {table!r}")
+    former = [k for k in table if section == "export" and k in _FORMER_EXPORT_KEYS]
+    if former:
+        raise ConfigError(
+            f"{path}: 'export.{former[0]}' is now part of each trial's tuned recipe; the [export] "
+            "table takes only 'epoch_scale' (export epochs = the trial's epochs x epoch_scale)"
+        )
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in rules:
+            raise ConfigError(
+                f"{path}: unknown key '{where}.{key}'; expected one of: {', '.join(rules)}"
+            )
+        types, check, expected = rules[key]
+        # bool is an int in Python; a flag is never a count.
+        bad_type = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        if bad_type or not check(value):
+            raise ConfigError(f"{path}: '{where}.{key}' must be {expected}. Received: {value!r}")
+        values[key] = value
+    return values
+
+
+def _check_rung_size(path: Path, where: str, rung: Rung) -> None:
+    if rung.subset < 10 * rung.folds:
+        raise ConfigError(
+            f"{path}: '{where}.subset' must hold at least 10 images per fold "
+            f"(folds={rung.folds}). Received: {rung.subset}"
+        )
+    if rung.folds_run > rung.folds:
+        raise ConfigError(
+            f"{path}: '{where}.run_folds' must be at most its folds ({rung.folds}). "
+            f"Received: {rung.run_folds}"
+        )
+
+
+def _rung(path: Path, index: int, table: Any) -> Rung:
+    where = f"fidelity.rungs[{index}]"
+    values = _check_table(path, "fidelity.rungs", table, where=where)
+    missing = [key for key in ("subset", "folds") if key not in values]
+    if missing:
+        raise ConfigError(f"{path}: '{where}' needs '{missing[0]}'. Received: {table!r}")
+    rung = Rung(**values)
+    _check_rung_size(path, where, rung)
+    return rung
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study file.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or has unknown keys or bad values.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: study file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read study file ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+    tables_expected = [t for t in _SCHEMA if "." not in t]
+    unknown = sorted(set(raw) - set(tables_expected))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown table or key '{unknown[0]}'; expected tables: "
+            f"{', '.join(tables_expected)}"
+        )
+    tables = {s: _check_table(path, s, raw.get(s, {})) for s in tables_expected}
+    fidelity = tables["fidelity"]
+    if "rungs" in fidelity:
+        fidelity["rungs"] = tuple(
+            _rung(path, i, raw_rung) for i, raw_rung in enumerate(fidelity["rungs"])
+        )
+        both = sorted({"subset", "folds"} & set(fidelity))
+        if both:
+            raise ConfigError(
+                f"{path}: give either 'fidelity.{both[0]}' (one rung) or [[fidelity.rungs]], "
+                "not both"
+            )
+    study = tables["study"]
+    spec = StudySpec(
+        name=study.get("name", path.stem),
+        path=path,
+        seed=study.get("seed", 42),
+        enqueue_seed=study.get("enqueue_seed", True),
+        enqueue=tuple(study.get("enqueue", ())),
+        fidelity=Fidelity(**fidelity),
+        search=Search(**tables["search"]),
+        budget=Budget(**tables["budget"]),
+        export=ExportSettings(**tables["export"]),
+    )
+    if "rungs" not in fidelity:
+        _check_rung_size(path, "fidelity", spec.fidelity.ladder[0])
+    if not _NAME.match(spec.name):
+        raise ConfigError(
+            f"{path}: 'study.name' defaults to the file name, which must be "
+            f"letters, digits, '_', '.' or '-'. Received: {spec.name!r}"
+        )
+    return spec

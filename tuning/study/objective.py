@@ -1,0 +1,145 @@
+"""The Optuna objective: a trial climbs the fidelity rungs, scored on each by k-fold CV of the
+network and recipe its hyperparameters describe. Rung r reports at step 3**r (`tuning.study.rungs`);
+between rungs the study's pruner decides whether the trial climbs on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from tuning.artifacts import artifact_store
+from tuning.errors import TrainingDivergedError
+from tuning.hp import OptunaHyperParameters
+from tuning.records import TrialKey
+from tuning.study.config import Rung, StudySpec
+from tuning.study.curves import attach_curves
+from tuning.study.rungs import RungRecord, rung_step
+from tuning.study.space import CNNHyperModel
+from tuning.training.cv import CVResult, cross_validate
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RungData:
+    """A rung and the stratified training subset it is scored on."""
+
+    rung: Rung
+    x: np.ndarray
+    y: np.ndarray
+
+
+def make_objective(
+    hypermodel: CNNHyperModel,
+    data: Sequence[RungData],
+    *,
+    spec: StudySpec,
+    versions: dict[str, str],
+    on_progress: ProgressFn | None = None,
+    artifacts: str | Path | None = None,
+) -> Callable[[optuna.Trial], float]:
+    """The objective: the mean validation accuracy on the highest rung, after climbing the lower
+    ones. Each finished rung is reported, kept in the `rungs` user attribute, and its fold
+    accuracies in `fold_accuracies`; the per-epoch curves of the last rung finished are attached
+    as artifacts in `artifacts` (default `$TUNING_ARTIFACTS`, else storage/artifacts).
+    """
+    store = artifact_store(artifacts)
+    last = len(data) - 1
+
+    def objective(trial: optuna.Trial) -> float:
+        hp = OptunaHyperParameters(trial)
+        records: list[RungRecord] = []
+        trial.set_user_attr(TrialKey.VERSIONS, versions)
+        start = time.perf_counter()
+        result: CVResult | None = None
+        try:
+            for index, rung_data in enumerate(data):
+                result = _score_rung(trial, hypermodel, hp, rung_data, index, spec, on_progress)
+                records.append(_record(index, result, hypermodel, hp, rung_data.rung))
+                trial.set_user_attr(TrialKey.RUNGS, [r.as_attr() for r in records])
+                trial.set_user_attr(TrialKey.FOLD_ACCURACIES, result.fold_accuracies)
+                trial.set_user_attr(TrialKey.CV_STD, result.std)
+                trial.set_user_attr(TrialKey.PARAM_COUNT, result.param_count)
+                trial.set_user_attr(
+                    TrialKey.TRAIN_SECONDS, round(sum(r.train_seconds for r in records), 2)
+                )
+                trial.report(result.mean, step=rung_step(index))
+                # The baseline and the study file's starting points are scored on every rung
+                # (the low rungs favour fast-fitting, unregularised networks, so a named
+                # starting point is judged where it counts); their scores still enter the
+                # pruner's ranking, because reporting records them for the rung.
+                if index < last and trial.should_prune() and not _climbs_every_rung(trial):
+                    raise optuna.TrialPruned(f"not promoted past rung {index}")
+        except TrainingDivergedError as exc:
+            trial.set_user_attr(TrialKey.FAIL_REASON, str(exc))
+            raise
+        finally:
+            trial.set_user_attr(TrialKey.TRIAL_SECONDS, round(time.perf_counter() - start, 2))
+            if result is not None and records:
+                attach_curves(
+                    trial,
+                    result.histories,
+                    store=store,
+                    title=f"{trial.study.study_name}, trial #{trial.number}, rung "
+                    f"{records[-1].rung}: CV accuracy {result.mean:.4f}",
+                )
+        return records[-1].mean
+
+    return objective
+
+
+def _score_rung(
+    trial: optuna.Trial,
+    hypermodel: CNNHyperModel,
+    hp: OptunaHyperParameters,
+    rung_data: RungData,
+    index: int,
+    spec: StudySpec,
+    on_progress: ProgressFn | None,
+) -> CVResult:
+    rung = rung_data.rung
+
+    def on_fold(fold: int, accuracy: float) -> None:
+        if on_progress:
+            on_progress(
+                f"trial {trial.number}: rung {index}, fold {fold + 1}/{rung.folds_run} "
+                f"{accuracy:.4f}"
+            )
+
+    return cross_validate(
+        lambda: hypermodel.build(hp),
+        rung_data.x,
+        rung_data.y,
+        folds=rung.folds,
+        run_folds=rung.folds_run,
+        seed=spec.seed,
+        fit=lambda model, xs, ys, **kw: hypermodel.fit(
+            hp, model, xs, ys, epoch_scale=rung.epoch_scale, **kw
+        ),
+        on_fold=on_fold,
+    )
+
+
+def _climbs_every_rung(trial: optuna.Trial) -> bool:
+    return bool(
+        trial.user_attrs.get(TrialKey.BASELINE) or trial.user_attrs.get(TrialKey.ENQUEUED_FROM)
+    )
+
+
+def _record(
+    index: int, result: CVResult, hypermodel: CNNHyperModel, hp: OptunaHyperParameters, rung: Rung
+) -> RungRecord:
+    return RungRecord(
+        rung=index,
+        mean=result.mean,
+        std=result.std,
+        folds=list(result.fold_accuracies),
+        epochs=hypermodel.recipe(hp).scaled(rung.epoch_scale).epochs,
+        train_seconds=round(result.train_seconds, 2),
+    )

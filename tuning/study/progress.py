@@ -1,0 +1,135 @@
+"""What a user watches: a progress bar during a study and a one-screen summary after it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TextIO
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
+
+from tuning.records import StudyKey, TrialKey
+from tuning.study.rungs import (
+    best_at_highest_rung,
+    highest_rung,
+    rung_correlations,
+    rung_scores,
+)
+
+
+class StudyProgress:
+    """A tqdm bar over this run's trials: done, best so far, current fold, time left.
+
+    Use as an Optuna callback (per finished trial) and as the objective's `on_progress` hook.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_trials: int,
+        timeout: float | None,
+        disable: bool = False,
+        done: int = 0,
+        start: float | None = None,
+        file: TextIO | None = None,
+    ) -> None:
+        """`done` trials and a `start` (time.monotonic()) carry over when a run is continued;
+        the bar is drawn on `file` (default: standard error)."""
+        self.timeout = timeout
+        self.start = time.monotonic() if start is None else start
+        self.finished = 0  # trials finished by this process
+        self.bar = tqdm(
+            total=n_trials,
+            initial=done,
+            unit="trial",
+            dynamic_ncols=True,
+            disable=disable,
+            file=file,
+        )
+        self.best = ""
+        self.current = ""
+
+    def _refresh(self) -> None:
+        parts = [p for p in (self.best, self.current) if p]
+        if self.timeout is not None:
+            left = max(0.0, self.timeout - (time.monotonic() - self.start))
+            parts.append(f"timeout in {int(left // 60)}m{int(left % 60):02d}s")
+        self.bar.set_postfix_str(" | ".join(parts), refresh=True)
+
+    def status(self, message: str) -> None:
+        self.current = message
+        self._refresh()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        try:
+            best = study.best_trial
+            self.best = f"best {best.value:.4f} (#{best.number})"
+        except ValueError:  # no completed trial yet
+            self.best = "best -"
+        self.current = f"#{trial.number} {trial.state.name.lower()}"
+        self.finished += 1
+        self.bar.update(1)
+        self._refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def cv_line(trial: FrozenTrial) -> str:
+    """'0.9912 ± 0.0011 over 3 folds (0.9901, 0.9925, 0.9910)' for a trial's last rung."""
+    folds = trial.user_attrs.get(TrialKey.FOLD_ACCURACIES, [])
+    std = trial.user_attrs.get(TrialKey.CV_STD, float(np.std(folds)) if folds else 0.0)
+    listed = ", ".join(f"{a:.4f}" for a in folds)
+    value = rung_scores(trial).get(highest_rung(trial), trial.value)
+    return f"{value:.4f} ± {std:.4f} over {len(folds)} folds ({listed})"
+
+
+def summary(
+    study: optuna.Study, *, storage: str, study_file: str, device: str | None = None
+) -> str:
+    """A one-screen text summary of a study: counts, best trial, its parameters, the baseline,
+    and the `device` this run trained on."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+    lines = [
+        f"Study {study.study_name}  ({storage})",
+        *([f"Device: {device}"] if device else []),
+        f"Trials: {len(trials)} — {counts[TrialState.COMPLETE]} complete, "
+        f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed",
+    ]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = best_at_highest_rung(trials)
+    if best is None:
+        lines.append("No trial has finished a rung yet: run the same command again to continue.")
+        return "\n".join(lines)
+    rungs = len((study.user_attrs.get(StudyKey.PROTOCOL) or {}).get("rungs") or [])
+    reached = [sum(highest_rung(t) >= r for t in trials) for r in range(rungs)]
+    if rungs > 1:
+        lines.append("Trials per rung: " + ", ".join(f"{r}: {n}" for r, n in enumerate(reached)))
+        lines += [f"  {c.describe()}" for c in rung_correlations(trials, rungs=rungs)]
+    lines.append(
+        f"Best: trial #{best.number} at rung {highest_rung(best)}, CV accuracy {cv_line(best)}"
+    )
+    baseline = next((t for t in complete if t.user_attrs.get(TrialKey.BASELINE)), None)
+    if baseline is not None:
+        lines.append(f"Seed network (trial #{baseline.number}): {cv_line(baseline)}")
+    extra = []
+    if TrialKey.PARAM_COUNT in best.user_attrs:
+        extra.append(f"{best.user_attrs[TrialKey.PARAM_COUNT]:,} weights")
+    if TrialKey.TRAIN_SECONDS in best.user_attrs:
+        extra.append(f"{best.user_attrs[TrialKey.TRAIN_SECONDS]:.0f} s training")
+    if extra:
+        lines.append("  " + ", ".join(extra))
+    lines.append("Parameters:")
+    width = max(len(k) for k in best.params)
+    lines += [f"  {k:<{width}}  {_fmt(v)}" for k, v in best.params.items()]
+    lines.append(f"Next: tuning export {study_file}   |   tuning dashboard")
+    return "\n".join(lines)

@@ -1,0 +1,247 @@
+"""The search space, written once as a KerasTuner HyperModel: the network AND its training recipe.
+
+`build(hp)` answers "what network to try" and `recipe(hp)` "how to train it"; both run unchanged
+with KerasTuner's `HyperParameters` and with `tuning.hp.OptunaHyperParameters`. `fit` trains a
+built model by that recipe through `tuning.training.recipe.train`, the one training function
+that trials and `tuning export` share. Every hyperparameter defaults to the seed network of the
+student project
+(Conv32-Pool-Conv64-Conv64-Pool-Dense100-Dense10, Adam, batch 32) with the recipe that
+export used before recipes were tuned: 15 epochs, cosine decay, rotation 10, shift and zoom 0.1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+from tuning.study.config import POLICIES
+from tuning.training import recipe as recipes
+from tuning.training.recipe import OPTIMIZERS, SCHEDULES, Recipe
+
+MAX_CONV_BLOCKS = 3
+FILTERS = (16, 32, 48, 64, 96, 128)
+DENSE_UNITS = (64, 100, 128, 256, 512)
+BATCH_SIZES = (32, 64, 128, 256)
+DOWNSAMPLING = ("maxpool", "strided")  # 2x2 max-pool after a block, or its last conv at stride 2
+HEADS = ("flatten", "gap")  # flatten the last feature map, or global average pooling
+# Decoupled: each step shrinks weights by learning_rate x weight_decay (AdamW-style values).
+WEIGHT_DECAYS = (0.0, 0.005, 0.02, 0.05)
+LABEL_SMOOTHINGS = (0.0, 0.05, 0.1)
+ROTATIONS = (0, 5, 10, 15)
+SHIFTS = (0.0, 0.05, 0.1, 0.15)
+ZOOMS = (0.0, 0.05, 0.1, 0.15)
+SEED_EPOCHS = 15
+
+SEED_PARAMS: dict[str, Any] = {
+    "conv_blocks": 2,
+    "kernel_size": 3,
+    "batch_norm": False,
+    "downsample": "maxpool",
+    "block_dropout": 0.0,
+    "filters_0": 32,
+    "convs_0": 1,
+    "filters_1": 64,
+    "convs_1": 2,
+    "head": "flatten",
+    "dense_units": 100,
+    "dropout": 0.0,
+    "optimizer": "adam",
+    "learning_rate": 1e-3,
+    "schedule": "cosine",
+    "weight_decay": 0.0,
+    "label_smoothing": 0.0,
+    "rotation": 10,
+    "shift": 0.1,
+    "zoom": 0.1,
+    "batch_size": 32,
+    "epochs": SEED_EPOCHS,
+}
+
+
+def seed_params(max_epochs: int) -> dict[str, Any]:
+    """The seed network's parameters, with its 15 epochs capped at the study's `max_epochs`."""
+    return {**SEED_PARAMS, "epochs": min(SEED_EPOCHS, max_epochs)}
+
+
+def epoch_range(max_epochs: int) -> tuple[int, int]:
+    """The epochs a recipe may ask for: from a third of `max_epochs` (never above the seed's 15)
+    to `max_epochs`, so that no trial is a waste of a few epochs."""
+    return max(1, min(SEED_EPOCHS, max_epochs // 3)), max_epochs
+
+
+class CNNHyperModel(kt.HyperModel):
+    """Conv blocks (1-2 convs, optional batch norm, max-pool or strided, optional dropout) ->
+    flatten or global average pooling -> dense -> softmax, for 28x28x1 images in 0..255."""
+
+    def __init__(
+        self,
+        *,
+        max_epochs: int = SEED_EPOCHS,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] = (28, 28, 1),
+        precision: str = "float32",
+    ) -> None:
+        super().__init__(name="cnn")
+        if precision not in POLICIES:
+            raise ValueError(f"precision must be one of {', '.join(POLICIES)}: {precision!r}")
+        if max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1. Received: max_epochs={max_epochs}")
+        self.max_epochs = max_epochs
+        self.num_classes = num_classes
+        self.input_shape = input_shape
+        self.precision = precision
+
+    def build(self, hp: Any) -> keras.Model:
+        """The network for `hp`, made under the `precision` dtype policy and compiled with its
+        recipe (`fit` compiles it again once the number of steps is known)."""
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.precision)
+        try:
+            model = self._make_model(hp)
+        finally:
+            keras.config.set_dtype_policy(previous)
+        recipes.compile_model(model, self.recipe(hp))
+        return model
+
+    def _make_model(self, hp: Any) -> keras.Model:  # not `_build`: KerasTuner uses that name
+        blocks = hp.Int("conv_blocks", 1, MAX_CONV_BLOCKS, default=SEED_PARAMS["conv_blocks"])
+        kernel = hp.Choice("kernel_size", [3, 5], default=SEED_PARAMS["kernel_size"])
+        batch_norm = hp.Boolean("batch_norm", default=SEED_PARAMS["batch_norm"])
+        downsample = hp.Choice("downsample", list(DOWNSAMPLING), default="maxpool")
+        block_dropout = hp.Float("block_dropout", 0.0, 0.4, step=0.1, default=0.0)
+
+        inputs = keras.Input(shape=self.input_shape, name="image")
+        x = keras.layers.Rescaling(1.0 / 255, name="scale")(inputs)
+        for block in range(blocks):
+            # Seed defaults for blocks 0-1; a third block defaults to the second's shape.
+            seed_block = min(block, 1)
+            filters = hp.Choice(
+                f"filters_{block}", list(FILTERS), default=SEED_PARAMS[f"filters_{seed_block}"]
+            )
+            convs = hp.Int(f"convs_{block}", 1, 2, default=SEED_PARAMS[f"convs_{seed_block}"])
+            for conv in range(convs):
+                strided = downsample == "strided" and conv == convs - 1
+                x = keras.layers.Conv2D(
+                    filters,
+                    kernel,
+                    strides=2 if strided else 1,
+                    padding="same",
+                    use_bias=not batch_norm,
+                    kernel_initializer="he_uniform",
+                    name=f"block{block}_conv{conv}",
+                )(x)
+                if batch_norm:
+                    x = keras.layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
+                x = keras.layers.Activation("relu", name=f"block{block}_relu{conv}")(x)
+            if downsample == "maxpool":
+                x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+            if block_dropout:
+                x = keras.layers.Dropout(block_dropout, name=f"block{block}_dropout")(x)
+
+        if hp.Choice("head", list(HEADS), default="flatten") == "gap":
+            x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+        else:
+            x = keras.layers.Flatten(name="flatten")(x)
+        units = hp.Choice("dense_units", list(DENSE_UNITS), default=SEED_PARAMS["dense_units"])
+        x = keras.layers.Dense(
+            units, activation="relu", kernel_initializer="he_uniform", name="dense"
+        )(x)
+        dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=SEED_PARAMS["dropout"])
+        if dropout:
+            x = keras.layers.Dropout(dropout, name="dropout")(x)
+        # float32 softmax under any policy: bfloat16 probabilities are too coarse for the loss.
+        outputs = keras.layers.Dense(
+            self.num_classes, activation="softmax", dtype="float32", name="classifier"
+        )(x)
+        return keras.Model(inputs, outputs, name="cnn")
+
+    def recipe(self, hp: Any) -> Recipe:
+        """How `hp`'s network is trained: the recipe hyperparameters of the space."""
+        low, high = epoch_range(self.max_epochs)
+        return Recipe(
+            epochs=hp.Int("epochs", low, high, default=min(SEED_EPOCHS, high)),
+            batch_size=hp.Choice("batch_size", list(BATCH_SIZES), default=32),
+            optimizer=hp.Choice("optimizer", list(OPTIMIZERS), default="adam"),
+            learning_rate=hp.Float("learning_rate", 1e-4, 3e-2, sampling="log", default=1e-3),
+            schedule=hp.Choice("schedule", list(SCHEDULES), default="cosine"),
+            weight_decay=hp.Choice("weight_decay", list(WEIGHT_DECAYS), default=0.0),
+            label_smoothing=hp.Choice("label_smoothing", list(LABEL_SMOOTHINGS), default=0.0),
+            rotation=hp.Choice("rotation", list(ROTATIONS), default=10),
+            shift=hp.Choice("shift", list(SHIFTS), default=0.1),
+            zoom=hp.Choice("zoom", list(ZOOMS), default=0.1),
+        )
+
+    def fit(
+        self,
+        hp: Any,
+        model: keras.Model,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        epoch_scale: float = 1.0,
+        epochs: int | None = None,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        seed: int | None = None,
+        **_: Any,
+    ) -> keras.callbacks.History:
+        """Train `model` by `hp`'s recipe with its epochs times `epoch_scale` (`epochs`, which
+        KerasTuner's Hyperband passes, replaces them). Other Keras `fit` options are ignored:
+        the recipe decides batching, shuffling and verbosity."""
+        recipe = self.recipe(hp).scaled(epoch_scale)
+        if epochs is not None:
+            recipe = dataclasses.replace(recipe, epochs=epochs)
+        return recipes.train(
+            model, recipe, x, y, validation_data=validation_data, callbacks=callbacks, seed=seed
+        )
+
+
+def describe_space(hypermodel: CNNHyperModel) -> list[dict[str, Any]]:
+    """Every hyperparameter the HyperModel can ask for, as KerasTuner configs.
+
+    Builds with KerasTuner's own `HyperParameters`, raising each integer to its maximum and each
+    flag to True until no new hyperparameter appears, so conditional ones (deeper blocks) are
+    found too.
+    """
+    hp = kt.HyperParameters()
+    seen = -1
+    while len(hp.space) != seen:
+        seen = len(hp.space)
+        hypermodel.build(hp)
+        for param in hp.space:
+            if isinstance(param, kt.engine.hyperparameters.Int):
+                hp.values[param.name] = param.max_value
+            elif isinstance(param, kt.engine.hyperparameters.Boolean):
+                hp.values[param.name] = True
+    keras.backend.clear_session()
+    return [{"class": type(p).__name__, **p.get_config()} for p in hp.space]
+
+
+def check_params(description: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    """Raise ValueError, naming the hyperparameter, if `values` holds a name the space described
+    by `describe_space` does not have or a value it cannot take."""
+    params = {p["name"]: p for p in description}
+    for name, value in values.items():
+        param = params.get(name)
+        if param is None:
+            raise ValueError(
+                f"'{name}' is not a hyperparameter of the space; expected one of: "
+                f"{', '.join(params)}"
+            )
+        kind = param["class"]
+        if kind == "Choice":
+            ok = value in param["values"] and type(value) is not bool
+            expected = f"one of {', '.join(map(repr, param['values']))}"
+        elif kind == "Boolean":
+            ok, expected = isinstance(value, bool), "true or false"
+        else:  # Int or Float: within the range (KerasTuner's steps are a sampling grid)
+            number = (int,) if kind == "Int" else (int, float)
+            ok = isinstance(value, number) and not isinstance(value, bool)
+            ok = ok and param["min_value"] <= value <= param["max_value"]
+            expected = f"a number in {param['min_value']}..{param['max_value']}"
+        if not ok:
+            raise ValueError(f"'{name}' must be {expected}. Received: {value!r}")

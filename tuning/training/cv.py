@@ -1,0 +1,141 @@
+"""Stratified k-fold scoring of a Keras model-building function. Knows nothing of Optuna.
+
+The same splits are used for every trial (they depend only on the labels, k and the seed), and
+each fold starts from the same random seed, so two configurations are compared on equal terms.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from tuning.memory import freeze_long_lived_objects, release_memory
+from tuning.training.divergence import DivergenceGuard
+
+BuildFn = Callable[[], keras.Model]
+EpochFn = Callable[[int, int, float], None]
+"""Called as `on_epoch(fold, epoch, val_accuracy)` after every epoch; may raise to stop."""
+FoldFn = Callable[[int, float], None]
+"""Called as `on_fold(fold, val_accuracy)` after every fold; may raise to stop."""
+
+
+FitFn = Callable[..., Any]
+"""Called as `fit(model, x, y, validation_data=, callbacks=)`; trains by the trial's recipe
+(`tuning.training.recipe.train`, through the HyperModel's `fit`) and returns a Keras History."""
+
+
+@dataclass(frozen=True)
+class CVResult:
+    """Per-fold validation accuracies (final epoch) and what it cost."""
+
+    fold_accuracies: list[float]
+    train_seconds: float
+    param_count: int
+    histories: list[dict[str, list[float]]] = field(repr=False)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.fold_accuracies))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.fold_accuracies))
+
+
+def fold_indices(y: np.ndarray, *, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified (train, validation) index pairs; the same for the same labels, k and seed."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
+class _EpochReporter(keras.callbacks.Callback):
+    def __init__(self, fold: int, on_epoch: EpochFn | None) -> None:
+        super().__init__()
+        self.fold = fold
+        self.on_epoch = on_epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.on_epoch is not None:
+            self.on_epoch(self.fold, epoch, float((logs or {})["val_accuracy"]))
+
+
+def _default_fit(model: keras.Model, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> Any:
+    return model.fit(x, y, verbose=0, **kwargs)
+
+
+def cross_validate(
+    build: BuildFn,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    folds: int,
+    seed: int,
+    run_folds: int | None = None,
+    fit: FitFn = _default_fit,
+    on_epoch: EpochFn | None = None,
+    on_fold: FoldFn | None = None,
+) -> CVResult:
+    """Train a fresh `build()` model on each fold and score it on the held-out part.
+
+    Args:
+        build: returns a new compiled model with an `accuracy` metric.
+        x, y: all images and labels to split; the test set never belongs here.
+        folds: k. seed: fixes the splits and each fold's initial weights.
+        run_folds: stop after this many folds (default: all k); the splits are still k-fold.
+        fit: trains `model` on (x, y); receives `validation_data` and `callbacks`.
+        on_epoch, on_fold: progress hooks; raising from one (say, `optuna.TrialPruned`) stops
+            the run.
+
+    Raises:
+        TrainingDivergedError: a fold's training loss became NaN or infinite.
+    """
+    freeze_long_lived_objects()
+    accuracies: list[float] = []
+    histories: list[dict[str, list[float]]] = []
+    seconds = 0.0
+    param_count = 0
+    splits = fold_indices(y, folds=folds, seed=seed)[:run_folds]
+    for fold, (train_idx, val_idx) in enumerate(splits):
+        keras.utils.set_random_seed(seed + fold)
+        try:
+            history, param_count, fold_seconds = _train_fold(
+                build, fit, fold, x[train_idx], y[train_idx], (x[val_idx], y[val_idx]), on_epoch
+            )
+        finally:
+            release_memory()
+        seconds += fold_seconds
+        histories.append(history)
+        accuracies.append(history["val_accuracy"][-1])
+        if on_fold is not None:
+            on_fold(fold, accuracies[-1])
+    return CVResult(accuracies, seconds, param_count, histories)
+
+
+def _train_fold(
+    build: BuildFn,
+    fit: FitFn,
+    fold: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    validation_data: tuple[np.ndarray, np.ndarray],
+    on_epoch: EpochFn | None,
+) -> tuple[dict[str, list[float]], int, float]:
+    model = build()
+    start = time.perf_counter()
+    history = fit(
+        model,
+        x,
+        y,
+        validation_data=validation_data,
+        # The guard first: a diverged epoch is reported as such, not as a progress value.
+        callbacks=[DivergenceGuard(f"fold {fold}, "), _EpochReporter(fold, on_epoch)],
+    )
+    seconds = time.perf_counter() - start
+    logs = {key: [float(v) for v in values] for key, values in history.history.items()}
+    return logs, model.count_params(), seconds
