@@ -14,6 +14,20 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# A one-block CNN that trains in seconds: what tests save as an "exported" digit model.
+SMALL_NET = {
+    "conv_blocks": 1,
+    "kernel_size": 3,
+    "batch_norm": False,
+    "filters_0": 16,
+    "convs_0": 1,
+    "dense_units": 64,
+    "dropout": 0.0,
+    "optimizer": "adam",
+    "learning_rate": 3e-3,
+    "batch_size": 64,
+    "epochs": 1,
+}
 SMOKE = ROOT / "studies" / "smoke.toml"
 DEFAULT_STUDY = ROOT / "studies" / "mnist_cnn.toml"
 

@@ -1,4 +1,5 @@
-"""The PNG plots of an export: learning curves, fold accuracies, confusion matrix, test digits.
+"""The PNG plots of export and transfer: learning curves, fold accuracies, confusion matrix, and
+a grid of test images with their predictions.
 
 Drawn on bare `matplotlib.figure.Figure`s (no pyplot), so no display or global state is needed.
 """

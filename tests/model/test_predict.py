@@ -11,26 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import save_digit_model
+from tests.conftest import SMALL_NET, save_digit_model
 from tuning.cli import main
 from tuning.errors import ImageError, ModelError
 from tuning.model.card import CARD_FILE
 from tuning.model.predict import predict_images
 
 REAL_MNIST = Path(os.environ.get("TUNING_MNIST", "/nonexistent")).is_file()
-SMALL_NET = {
-    "conv_blocks": 1,
-    "kernel_size": 3,
-    "batch_norm": False,
-    "filters_0": 16,
-    "convs_0": 1,
-    "dense_units": 64,
-    "dropout": 0.0,
-    "optimizer": "adam",
-    "learning_rate": 3e-3,
-    "batch_size": 64,
-    "epochs": 1,
-}
 
 
 @pytest.fixture(scope="module")

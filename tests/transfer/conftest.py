@@ -7,24 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import save_digit_model
+from tests.conftest import SMALL_NET, save_digit_model
 from tests.letters import write_letters
 
-TINY_NET = {
-    "conv_blocks": 2,
-    "kernel_size": 3,
-    "batch_norm": False,
-    "filters_0": 16,
-    "convs_0": 1,
-    "filters_1": 16,
-    "convs_1": 1,
-    "dense_units": 64,
-    "dropout": 0.0,
-    "optimizer": "adam",
-    "learning_rate": 3e-3,
-    "batch_size": 64,
-    "epochs": 1,
-}
+# Two conv blocks, so transfer can unfreeze the dense layer and then the last block.
+TINY_NET = {**SMALL_NET, "conv_blocks": 2, "filters_1": 16, "convs_1": 1}
 # A search space small enough for tests: 1-2 epochs, at most the dense layer unfrozen.
 TINY_SPACE = [
     {"class": "Float", "name": "learning_rate", "min_value": 1e-2, "max_value": 3e-2,
