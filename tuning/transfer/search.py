@@ -51,21 +51,20 @@ def _sampler(seed: int, trials: int) -> optuna.samplers.BaseSampler:
 
 
 def _objective(
-    base: transfer.BaseModel,
-    x: np.ndarray,
-    y: np.ndarray,
-    search: Search,
-    num_classes: int,
-    seed: int,
+    hypermodel: TransferHyperModel, x: np.ndarray, y: np.ndarray, *, folds: int, seed: int
 ) -> Callable[[optuna.Trial], float]:
-    hypermodel = TransferHyperModel(base, num_classes, search.space)
-
     def objective(trial: optuna.Trial) -> float:
         params = hypermodel.recipe(OptunaHyperParameters(trial))
         start = time.perf_counter()
         try:
             probs = transfer.held_out_probabilities(
-                base, x, y, params, num_classes=num_classes, folds=search.inner_folds, seed=seed
+                hypermodel.base,
+                x,
+                y,
+                params,
+                num_classes=hypermodel.num_classes,
+                folds=folds,
+                seed=seed,
             )
         except TrainingDivergedError as exc:
             trial.set_user_attr(TrialKey.FAIL_REASON, str(exc))
@@ -90,13 +89,15 @@ def tune(
     """Run trials until `study` has `search.trials` finished ones; its best trial."""
     trials = search.trials
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    hypermodel = TransferHyperModel(base, num_classes, search.space)
     if not study.trials:
-        defaults = TransferHyperModel(base, num_classes, search.space).defaults()
-        study.enqueue_trial(defaults, user_attrs={TrialKey.BASELINE: "default transfer"})
+        study.enqueue_trial(
+            hypermodel.defaults(), user_attrs={TrialKey.BASELINE: "default transfer"}
+        )
     study.sampler = _sampler(seed + len(study.trials), trials)
     if trials > done:
         study.optimize(
-            _objective(base, x, y, search, num_classes, seed),
+            _objective(hypermodel, x, y, folds=search.inner_folds, seed=seed),
             n_trials=trials - done,
             gc_after_trial=True,
         )
