@@ -8,7 +8,7 @@ CLASSES ?= alpha,beta,gamma
 # With an NVIDIA driver (nvidia-smi works), the `cuda` extra brings CUDA and cuDNN from PyPI.
 EXTRAS ?= dev$(shell nvidia-smi >/dev/null 2>&1 && echo ,cuda)
 
-.PHONY: help venv study export transfer dashboard test test-slow lint bench clean
+.PHONY: help venv study export example transfer dashboard test test-slow lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -34,6 +34,11 @@ export: venv  ## retrain the best trial of $(STUDY) on all images, test it, writ
 transfer: venv  ## transfer the export of $(STUDY) to CLASSES (alpha,beta,gamma) of $TUNING_GREEK
 	$(BIN)/tuning transfer storage/models/$(basename $(notdir $(STUDY)))/model.keras --classes $(CLASSES)
 
+example: venv  ## render the shapes data, then study and export studies/custom_example.toml
+	$(BIN)/python -m examples.make_shapes --out storage/data/shapes.npz --png-dir storage/data/shapes-png
+	$(BIN)/tuning study studies/custom_example.toml
+	$(BIN)/tuning export studies/custom_example.toml
+
 dashboard: venv  ## optuna-dashboard on storage/ at http://127.0.0.1:8080 (Ctrl-C stops it)
 	$(BIN)/tuning dashboard
 
@@ -56,8 +61,8 @@ test-slow: venv  ## also run the slow end-to-end tests
 	$(BIN)/pytest -m "slow or not slow"
 
 lint: venv  ## ruff (lint + format check) and mypy
-	$(BIN)/ruff check tuning tests bench
-	$(BIN)/ruff format --check tuning tests bench
+	$(BIN)/ruff check tuning tests bench examples
+	$(BIN)/ruff format --check tuning tests bench examples
 	$(BIN)/mypy
 
 bench: venv  ## run the benchmarks in bench/, results in storage/bench/

@@ -95,7 +95,8 @@ def _tuning_study(trials: int) -> dict[str, Any]:
         study_file.write_text(STUDY)
         url = f"sqlite:///{tmp}/memory.db"
         spec = load_spec(study_file)
-        _, sha = load_training_data(spec, os.environ.get("TUNING_MNIST"))
+        _, images = load_training_data(spec, os.environ.get("TUNING_MNIST"))
+        sha = images.sha256
         study = open_study(
             spec, storage=url, data_sha256=sha, hypermodel=CNNHyperModel(max_epochs=1)
         )

@@ -29,6 +29,39 @@ SMALL_NET = {
     "epochs": 1,
 }
 SMOKE = ROOT / "studies" / "smoke.toml"
+# A study file for a few seconds of training on any data: 2 folds, 1 epoch, one rung.
+TINY_STUDY = """
+[study]
+name = "{name}"
+seed = 3
+
+[data]
+source = "{source}"
+{data}
+{space}
+[fidelity]
+folds = 2
+max_epochs = 1
+
+[search]
+pruner = "none"
+n_startup_trials = 1
+
+[budget]
+trials = {trials}
+"""
+
+
+def tiny_study(
+    path: Path, *, name: str, source: str, data: str = "", space: str = "", trials: int = 1
+) -> Path:
+    """Write a `TINY_STUDY` file to `path` (`data`, `space`: extra TOML lines for those tables)."""
+    path.write_text(
+        TINY_STUDY.format(name=name, source=source, data=data, space=space, trials=trials)
+    )
+    return path
+
+
 DEFAULT_STUDY = ROOT / "studies" / "mnist_cnn.toml"
 
 

@@ -1,4 +1,4 @@
-"""The Python entry points: `import tuning` names the five steps and loads none of them."""
+"""The Python entry points: `import tuning` names the steps and loads none of them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import pytest
 import tuning
 from tests.conftest import ROOT
 
-ENTRY_POINTS = ("load_spec", "run_study", "export_study", "run_transfer", "predict_images")
+ENTRY_POINTS = (
+    "load_spec",
+    "run_study",
+    "export_study",
+    "run_transfer",
+    "predict_images",
+    "nested_score",
+)
 
 
 def test_import_tuning_loads_no_training_library() -> None:
@@ -22,10 +29,10 @@ def test_import_tuning_loads_no_training_library() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_the_five_entry_points_are_the_subpackages_functions() -> None:
+def test_the_entry_points_are_the_subpackages_functions() -> None:
     from tuning.export import export_study
     from tuning.model import predict_images
-    from tuning.study import load_spec, run_study
+    from tuning.study import load_spec, nested_score, run_study
     from tuning.transfer import run_transfer
 
     assert sorted(tuning.__all__) == sorted(ENTRY_POINTS)
@@ -35,6 +42,7 @@ def test_the_five_entry_points_are_the_subpackages_functions() -> None:
         export_study,
         run_transfer,
         predict_images,
+        nested_score,
     ]
     spec = tuning.load_spec(ROOT / "studies" / "smoke.toml")
     assert spec.name == "smoke"

@@ -2,7 +2,7 @@
 
 The data flow, one subpackage each: study file -> `tuning.study` (spec, search space, rungs,
 k-fold objective; `tuning.images` and `tuning.training` underneath) -> storage -> `tuning.export`
--> `tuning.transfer` -> `tuning.model` (card, load, predict). The five entry points below are
+-> `tuning.transfer` -> `tuning.model` (card, load, predict). The entry points below are
 imported on first use, so `import tuning` stays light.
 """
 
@@ -19,14 +19,23 @@ _ENTRY_POINTS = {
     "export_study": "tuning.export.pipeline",
     "run_transfer": "tuning.transfer.run",
     "predict_images": "tuning.model.predict",
+    "nested_score": "tuning.study.nested",
 }
 
-__all__ = ["export_study", "load_spec", "predict_images", "run_study", "run_transfer"]
+__all__ = [
+    "export_study",
+    "load_spec",
+    "nested_score",
+    "predict_images",
+    "run_study",
+    "run_transfer",
+]
 
 if TYPE_CHECKING:
     from tuning.export.pipeline import export_study
     from tuning.model.predict import predict_images
     from tuning.study.config import load_spec
+    from tuning.study.nested import nested_score
     from tuning.study.run import run_study
     from tuning.transfer.run import run_transfer
 

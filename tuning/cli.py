@@ -47,7 +47,8 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--data",
-        help="MNIST .npz in the Keras layout (default: $TUNING_MNIST, else keras.datasets)",
+        help="training data in place of the study file's [data] source: a .npz in the Keras "
+        "layout or an image folder (MNIST: default $TUNING_MNIST, else keras.datasets)",
     )
     parser.add_argument(
         "--threads",
@@ -180,22 +181,62 @@ def cmd_export(args: argparse.Namespace) -> int:
     baseline = card["baseline"]
     versus = ""
     if baseline and baseline["trial"] == card["trial"]:
-        versus = "  This is the seed network: the baseline other exports are set beside\n"
+        versus = "  This is the baseline (trial 0) other exports are set beside\n"
     elif baseline:
         saved = baseline["errors_saved"]
         versus = (
-            f"  Seed network (trial #{baseline['trial']}), same recipe rules: "
+            f"  Baseline (trial #{baseline['trial']}), same recipe rules: "
             f"{baseline['test_errors']} errors; this model makes {abs(saved)} "
             f"{'fewer' if saved >= 0 else 'more'}\n"
         )
+    test = card["test"]
+    tested = (
+        f"test accuracy {test['accuracy']:.4f} ({test['errors']} errors in {test['images']})"
+        if test
+        else "no test split, so no test accuracy"
+    )
+    recipe = card["training"]["recipe"]
+    epochs = f"{recipe['epochs']} epochs" if isinstance(recipe, dict) else "by its own fit"
     print(
         f"Exported trial #{card['trial']} of study {card['study']} to {result.out_dir}/\n"
-        f"  rung {card['cv']['rung']} CV accuracy {card['cv']['mean']:.4f}, test accuracy "
-        f"{card['test']['accuracy']:.4f} ({card['test']['errors']} errors in "
-        f"{card['test']['images']}), trained {card['training']['recipe']['epochs']} epochs in "
-        f"{card['training']['seconds']:.0f} s\n"
+        f"  rung {card['cv']['rung']} CV accuracy {card['cv']['mean']:.4f}, {tested}, "
+        f"trained {epochs} in {card['training']['seconds']:.0f} s\n"
         f"{versus}"
         f"  Try: tuning predict {result.out_dir / 'model.keras'} IMAGE.png"
+    )
+    return 0
+
+
+def cmd_nested(args: argparse.Namespace) -> int:
+    """Score a study file's whole search by nested CV on its training data; print the result."""
+    import dataclasses
+    import json
+
+    from tuning.images.folder import parse_classes
+    from tuning.study.config import load_spec
+    from tuning.study.nested import nested_score
+    from tuning.study.workers import configure_threads
+
+    console: Console = args.console
+    spec = load_spec(args.study_file)
+    configure_threads(args.threads)
+    score = nested_score(
+        spec,
+        data=args.data,
+        class_names=parse_classes(args.classes),
+        outer_folds=args.folds,
+        trials=args.trials,
+        log=console.say,
+    )
+    if args.json:
+        print(json.dumps(dataclasses.asdict(score), indent=2))
+        return 0
+    low, high = score.interval
+    print(
+        f"Nested CV of study {score.study} on {', '.join(score.class_names)}: accuracy "
+        f"{score.accuracy:.3f} ({score.correct}/{score.images}), 95% Wilson interval {low:.3f} "
+        f"to {high:.3f}\n  {score.outer_folds} outer folds x {score.trials} trials, "
+        f"{score.seconds:.0f} s"
     )
     return 0
 
@@ -305,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--storage", help=STORAGE_HELP)
     export.add_argument(
         "--data",
-        help="MNIST .npz in the Keras layout (default: $TUNING_MNIST, else keras.datasets)",
+        help="the study's training data, if not where its [data] source says (as for study)",
     )
     export.add_argument(
         "--out",
@@ -329,12 +370,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not export the seed network first when no baseline export is stored",
     )
     export.set_defaults(func=cmd_export)
+    nested = add(
+        "nested",
+        help="score a study's whole search by nested CV (for data without a test split)",
+    )
+    nested.add_argument(
+        "study_file", metavar="STUDY.toml", help="e.g. studies/greek_from_scratch.toml"
+    )
+    nested.add_argument("--data", help="training data in place of the study file's [data] source")
+    nested.add_argument(
+        "--classes", metavar="A,B,...", help="comma-separated classes to use (default: all)"
+    )
+    nested.add_argument(
+        "--folds", type=int, default=3, metavar="K", help="outer folds (default: 3)"
+    )
+    nested.add_argument(
+        "--trials", type=int, metavar="N", help="trials per outer fold (default: [budget] trials)"
+    )
+    nested.add_argument("--threads", type=int, help="TensorFlow threads (default: all cores)")
+    nested.add_argument("--json", action="store_true", help="print JSON instead of text")
+    nested.set_defaults(func=cmd_nested)
     predict = add("predict", help="classify images with an exported model")
     predict.add_argument(
         "model", metavar="MODEL.keras", help="e.g. storage/models/mnist_cnn/model.keras"
     )
     predict.add_argument(
-        "images", metavar="IMAGE", nargs="+", help="PNG or JPEG files, any size or polarity"
+        "images",
+        metavar="IMAGE",
+        nargs="+",
+        help="PNG or JPEG files of any size (characters: any polarity)",
     )
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.set_defaults(func=cmd_predict)

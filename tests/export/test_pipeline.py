@@ -333,3 +333,24 @@ def test_cli_study_then_export(
     assert card["training"]["images"] == train_images
     assert card["test"]["images"] == test_images
     assert card["test"]["accuracy"] > least_accuracy
+
+
+def test_data_without_a_test_split_is_exported_without_a_test_accuracy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.study.test_nested import letter_study
+
+    path = letter_study(tmp_path)
+    common = ["--storage", f"sqlite:///{tmp_path / 'studies.db'}"]
+    assert main(["study", str(path), *common, "--no-progress"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "model"
+    assert main(["export", str(path), *common, "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "has no test split: no test accuracy is reported" in printed.err
+    assert "no test split, so no test accuracy" in printed.out
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["test"] is None and card["baseline"] is None
+    assert card["class_names"] == ["alpha", "beta", "gamma"]
+    assert card["input"]["preprocess"] == "tuning.images.preprocess.prepare_image"
+    assert not (out / "confusion_matrix.png").exists()

@@ -23,9 +23,8 @@ def test_shipped_study_files_parse() -> None:
     assert default.name == "mnist_cnn" and default.budget.timeout is not None
     ladder = default.fidelity.ladder
     assert len(ladder) == 3 and ladder[-1].subset == 60_000  # the top rung sees every image
-    assert [r.subset * r.folds_run for r in ladder] == sorted(
-        r.subset * r.folds_run for r in ladder
-    )
+    costs = [(r.subset or 60_000) * r.folds_run for r in ladder]
+    assert costs == sorted(costs)
 
 
 def test_defaults_fill_in_and_name_is_the_file_stem(tmp_path: Path) -> None:
@@ -51,7 +50,7 @@ def test_rungs_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
     )
     spec = load_spec(write(tmp_path, text))
     assert spec.fidelity.ladder == (Rung(600, 3, 1, 0.5), Rung(1200, 2))
-    assert spec.fidelity.largest_subset == 1200 and spec.export.epoch_scale == 2
+    assert spec.fidelity.ladder[-1].subset == 1200 and spec.export.epoch_scale == 2
     assert spec.protocol()["rungs"][0] == {
         "subset": 600,
         "folds": 3,
@@ -67,7 +66,11 @@ def test_rungs_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
         ("[fidelity]\nfoldz = 3\n", "unknown key 'fidelity.foldz'; expected one of: subset, folds"),
         ("[fidelty]\nfolds = 3\n", "unknown table or key 'fidelty'"),
         ("[fidelity]\nfolds = 1\n", "'fidelity.folds' must be an integer in 2..20. Received: 1"),
-        ("[fidelity]\nsubset = 70000\n", "'fidelity.subset' must be an integer in 100..60000"),
+        ("[fidelity]\nsubset = 5\n", "'fidelity.subset' must be an integer >= 10"),
+        ("[data]\nsource = ''\n", "'data.source' must be \"mnist\", or the path"),
+        ("[data]\nclass_names = ['a', 'a']\n", "'data.class_names' must be a list of at least 2"),
+        ("[space]\nhypermodel = 'models'\n", "'space.hypermodel' must be \"module.path:Name\""),
+        ("[space]\nmodel = 'a:B'\n", "unknown key 'space.model'"),
         ("[fidelity]\nmax_epochs = true\n", "'fidelity.max_epochs' must be an integer"),
         (
             "[search]\npruner = 'asha'\n",
@@ -78,8 +81,8 @@ def test_rungs_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
             "'fidelity.rungs[0].run_folds' must be at most its folds (3). Received: 4",
         ),
         (
-            "[[fidelity.rungs]]\nsubset = 600\nfolds = 3\n[[fidelity.rungs]]\nfolds = 3\n",
-            "'fidelity.rungs[1]' needs 'subset'",
+            "[[fidelity.rungs]]\nsubset = 600\nfolds = 3\n[[fidelity.rungs]]\nsubset = 900\n",
+            "'fidelity.rungs[1]' needs 'folds'",
         ),
         (
             "[[fidelity.rungs]]\nsubset = 600\nfolds = 3\nepoch_scale = 0\n",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuning.transfer.report import wilson_interval
+from tuning.training.cv import wilson_interval
 
 
 def test_wilson_interval_matches_the_textbook_values() -> None:

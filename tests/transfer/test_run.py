@@ -26,7 +26,7 @@ from tuning.images.mnist import file_sha256
 from tuning.memory import release_memory
 from tuning.model.card import CARD_FILE
 from tuning.model.file import load_model_file
-from tuning.transfer.report import wilson_interval
+from tuning.training.cv import wilson_interval
 from tuning.transfer.run import run_transfer
 from tuning.transfer.search import Search
 

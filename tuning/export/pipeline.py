@@ -3,9 +3,10 @@ training images by its own recipe, test it once, and publish the model, its card
 the resolved config as one folder and as Optuna artifacts. The card sets the winner beside the
 seed-network baseline trained by the same recipe (exported first when none is stored).
 
-The MNIST test split is read here and nowhere else. Everything is written into a hidden staging
-folder next to the destination and moved into place only when complete, so an existing export is
-never left half-overwritten.
+The test split (MNIST's, or the data's own if it has one) is read here and nowhere else; data
+without one is exported without a test accuracy, never with an invented one. Everything is
+written into a hidden staging folder next to the destination and moved into place only when
+complete, so an existing export is never left half-overwritten.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from tuning.export.selection import (
     trial_out_dir,
 )
 from tuning.hp import OptunaHyperParameters
-from tuning.images.mnist import file_sha256, load_mnist
+from tuning.images.dataset import Images, load_images, resolve_source
+from tuning.images.mnist import file_sha256
 from tuning.model.card import CARD_FILE, ModelCard
 from tuning.model.file import load_model_file
 from tuning.publish import publish, staging_dir, write_json
@@ -50,17 +52,16 @@ from tuning.records import (
 from tuning.storage import open_storage, redact, resolve_storage_url
 from tuning.study.config import StudySpec
 from tuning.study.curves import read_curves
+from tuning.study.hypermodels import UserHyperModel, make_hypermodel
 from tuning.study.run import study_precision
 from tuning.study.rungs import (
     highest_rung,
     rung_scores,
 )
-from tuning.study.space import CNNHyperModel
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 CONFIG_FILE = "config.json"
-DIGITS = [str(d) for d in range(10)]
 LogFn = Callable[[str], None]
 EpochFn = Callable[[int, int, dict[str, float]], None]
 """Called as `on_epoch(epoch, epochs, logs)` after every epoch (epoch counts from 1)."""
@@ -91,10 +92,47 @@ def _epoch_progress(epochs: int, on_epoch: EpochFn | None) -> list[Any]:
 
 
 def _evaluate(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, float]:
-    probs = np.asarray(model.predict(x[..., None], batch_size=500, verbose=0), dtype=np.float64)
+    probs = np.asarray(model.predict(x, batch_size=500, verbose=0), dtype=np.float64)
     y_pred = probs.argmax(axis=1)
     loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
     return y_pred, float(np.mean(y_pred == y)), loss
+
+
+def _test_once(
+    model: Any, test: Images, folder: Path, *, title: str, seed: int
+) -> tuple[dict[str, Any], list[Path]]:
+    """The one evaluation on the test split: the card's `test` section and its two plots."""
+    y_pred, accuracy, loss = _evaluate(model, test.x, test.y)
+    errors = int(np.sum(y_pred != test.y))
+    plots = [
+        figures.confusion_matrix(
+            test.y,
+            y_pred,
+            test.class_names,
+            folder / "confusion_matrix.png",
+            title=f"{title}: test set, accuracy {accuracy:.4f}",
+        ),
+        figures.prediction_grid(
+            test.x,
+            test.y,
+            y_pred,
+            test.class_names,
+            folder / "test_predictions.png",
+            title=title,
+            seed=seed,
+        ),
+    ]
+    return {"accuracy": accuracy, "loss": loss, "errors": errors, "images": len(test.y)}, plots
+
+
+def _versus(reference: ExportRecord | None, tested: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The card's `baseline` section: the seed network's test errors beside this model's."""
+    if reference is None or tested is None or reference.test_errors is None:
+        return None
+    return {
+        **dataclasses.asdict(reference),
+        "errors_saved": reference.test_errors - tested["errors"],
+    }
 
 
 def export_study(
@@ -123,7 +161,7 @@ def export_study(
     Raises:
         ExportError: no such study or trial, or `out` cannot be written.
         StudyMismatchError: the data or the search space changed since the study ran.
-        DataError: the MNIST file is missing or malformed.
+        DataError: the training data is missing or malformed.
     """
     import keras
 
@@ -143,14 +181,19 @@ def export_study(
         out_dir = trial_out_dir(spec.name, trial)
     else:
         out_dir = default_out_dir(spec.name)
-    train = load_mnist(data, split="train")
-    protocol = check_compatible(study, spec, train.sha256)
+    source = resolve_source(spec.data.source, base=spec.path.parent, override=data)
+    train = load_images(source, split="train", class_names=spec.data.class_names)
+    if train is None:
+        raise ExportError(f"{source.describe()}: no training split", param="data")
+    spec = spec.for_images(len(train.y))
+    protocol = check_compatible(study, spec, train)
     store = artifact_store(artifacts)  # an unwritable artifact folder fails before training
     staging_dir(out_dir).rmdir()  # an unwritable `out` fails before training too
 
     seed_trial = baseline_trial(study)
     reference = None
-    if baseline and seed_trial is not None and seed_trial.number != chosen.number:
+    has_test = load_images(source, split="test", class_names=train.class_names) is not None
+    if baseline and has_test and seed_trial is not None and seed_trial.number != chosen.number:
         reference = stored_export(
             study, seed_trial.number, epoch_scale=settings.epoch_scale, data_sha256=train.sha256
         )
@@ -175,16 +218,23 @@ def export_study(
 
     top = highest_rung(chosen)
     score = rung_scores(chosen)[top]
-    hypermodel = CNNHyperModel(
-        max_epochs=int(protocol["max_epochs"]), precision=study_precision(study)
+    hypermodel = make_hypermodel(
+        spec,
+        input_shape=train.input_shape,
+        num_classes=train.num_classes,
+        precision=study_precision(study),
+        max_epochs=int(protocol["max_epochs"]),
     )
     hp = OptunaHyperParameters(optuna.trial.FixedTrial(chosen.params))  # type: ignore[arg-type]
-    recipe = hypermodel.recipe(hp).scaled(settings.epoch_scale)
+    # A HyperModel with its own fit chooses its epochs; every other follows the tuned recipe.
+    own_fit = isinstance(hypermodel, UserHyperModel) and hypermodel.own_fit
+    recipe = None if own_fit else hypermodel.recipe(hp).scaled(settings.epoch_scale)
+    epochs = "its own" if recipe is None else str(recipe.epochs)
     staging = staging_dir(out_dir)
     try:
         say(
             f"retraining trial #{chosen.number} (rung {top} CV {score:.4f}) on {len(train.y)} "
-            f"images for {recipe.epochs} epochs"
+            f"images for {epochs} epochs"
         )
         keras.utils.set_random_seed(spec.seed)
         model = hypermodel.build(hp)
@@ -193,10 +243,10 @@ def export_study(
         history = hypermodel.fit(
             hp,
             model,
-            train.x[..., None],
+            train.x,
             train.y,
             epoch_scale=settings.epoch_scale,
-            callbacks=_epoch_progress(recipe.epochs, on_epoch),
+            callbacks=_epoch_progress(recipe.epochs if recipe else 0, on_epoch),
             seed=spec.seed,
         ).history
         seconds = time.perf_counter() - start
@@ -213,13 +263,16 @@ def export_study(
         gc.collect()
         # Score the file the user gets, loaded the way `tuning predict` loads it.
         model = load_model_file(model_path)
-        test = load_mnist(data, split="test")
-        say(f"evaluating once on the {len(test.y)} test images")
-        y_pred, accuracy, loss = _evaluate(model, test.x, test.y)
+        test = load_images(source, split="test", class_names=train.class_names)
         model.export(str(staging / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
         param_count = int(model.count_params())
-
         title = f"{spec.name}, trial #{chosen.number}"
+        if test is None:
+            say(f"{train.source} has no test split: no test accuracy is reported")
+            tested, test_plots = None, list[Path]()
+        else:
+            say(f"evaluating once on the {len(test.y)} test images")
+            tested, test_plots = _test_once(model, test, staging, title=title, seed=spec.seed)
         groups = {
             f"trial #{chosen.number}": list(chosen.user_attrs.get(TrialKey.FOLD_ACCURACIES, []))
         }
@@ -235,24 +288,12 @@ def export_study(
                 title=title,
             ),
             figures.fold_accuracies(
-                groups, staging / "fold_accuracies.png", test_accuracy=accuracy, title=title
-            ),
-            figures.confusion_matrix(
-                test.y,
-                y_pred,
-                DIGITS,
-                staging / "confusion_matrix.png",
-                title=f"{title}: test set, accuracy {accuracy:.4f}",
-            ),
-            figures.prediction_grid(
-                test.x,
-                test.y,
-                y_pred,
-                DIGITS,
-                staging / "test_predictions.png",
+                groups,
+                staging / "fold_accuracies.png",
+                test_accuracy=tested["accuracy"] if tested else None,
                 title=title,
-                seed=spec.seed,
             ),
+            *test_plots,
         ]
         resolved = {
             "study": {**spec.to_dict(), "export": dataclasses.asdict(settings)},
@@ -268,12 +309,11 @@ def export_study(
 
         say("uploading artifacts")
         ids = attach_files(study, chosen, [model_path, *plots, config_path], store=store)
-        errors = int(np.sum(y_pred != test.y))
         record = ExportRecord(
             trial=chosen.number,
-            test_accuracy=accuracy,
-            test_errors=errors,
-            test_images=len(test.y),
+            test_accuracy=tested["accuracy"] if tested else None,
+            test_errors=tested["errors"] if tested else None,
+            test_images=tested["images"] if tested else 0,
             epoch_scale=settings.epoch_scale,
             data_sha256=train.sha256,
             out=str(out_dir),
@@ -286,7 +326,8 @@ def export_study(
             study=spec.name,
             trial=chosen.number,
             params=chosen.params,
-            class_names=DIGITS,
+            class_names=train.class_names,
+            input=train.input_convention(),
             cv={
                 "rung": top,
                 "mean": score,
@@ -303,21 +344,11 @@ def export_study(
                 "study_file": str(spec.path),
                 "storage": redact(url),
                 "seed_network": bool(chosen.user_attrs.get(TrialKey.BASELINE)),
-                "test": {
-                    "accuracy": accuracy,
-                    "loss": loss,
-                    "errors": errors,
-                    "images": len(test.y),
-                },
-                "baseline": None
-                if reference is None
-                else {
-                    **dataclasses.asdict(reference),
-                    "errors_saved": reference.test_errors - errors,
-                },
+                "test": tested,
+                "baseline": _versus(reference, tested),
                 "training": {
                     "images": len(train.y),
-                    "recipe": dataclasses.asdict(recipe),
+                    "recipe": dataclasses.asdict(recipe) if recipe else "the HyperModel's fit",
                     "epoch_scale": settings.epoch_scale,
                     "seed": spec.seed,
                     "final_loss": curves["loss"][-1],

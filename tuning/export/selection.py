@@ -12,11 +12,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuning.errors import ExportError
+from tuning.images.dataset import Images
 from tuning.records import PROTOCOL_VERSION, StudyKey, TrialKey, check_protocol, space_fingerprint
 from tuning.storage import open_storage, redact, resolve_storage_url, study_names
 from tuning.study.config import StudySpec
+from tuning.study.hypermodels import make_hypermodel
 from tuning.study.rungs import SCORED_STATES, best_at_highest_rung, rung_scores
-from tuning.study.space import CNNHyperModel, describe_space
+from tuning.study.space import describe_space
 
 DEFAULT_MODELS = Path("storage/models")
 
@@ -27,8 +29,8 @@ class ExportRecord:
     exports can set their winner beside the baseline without training it again."""
 
     trial: int
-    test_accuracy: float
-    test_errors: int
+    test_accuracy: float | None  # None: the data has no test split
+    test_errors: int | None
     test_images: int
     epoch_scale: float
     data_sha256: str
@@ -110,7 +112,7 @@ def load_exportable_study(
     return study, best
 
 
-def check_compatible(study: optuna.Study, spec: StudySpec, data_sha256: str) -> dict[str, Any]:
+def check_compatible(study: optuna.Study, spec: StudySpec, train: Images) -> dict[str, Any]:
     """The study's stored protocol, once its trials are known to be rebuildable: same protocol
     version, training data file and search-space code.
 
@@ -125,9 +127,14 @@ def check_compatible(study: optuna.Study, spec: StudySpec, data_sha256: str) -> 
         "name and run it), or pass the study's own data file"
     )
     check_protocol(protocol, {"protocol_version": PROTOCOL_VERSION}, study=subject, remedy=remedy)
-    hypermodel = CNNHyperModel(max_epochs=int(protocol["max_epochs"]))
+    hypermodel = make_hypermodel(
+        spec,
+        input_shape=train.input_shape,
+        num_classes=train.num_classes,
+        max_epochs=int(protocol["max_epochs"]),
+    )
     expected = {
-        "data_sha256": data_sha256,
+        "data_sha256": train.sha256,
         "space_fingerprint": space_fingerprint(describe_space(hypermodel)),
     }
     check_protocol(protocol, expected, study=subject, remedy=remedy)

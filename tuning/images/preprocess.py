@@ -27,6 +27,10 @@ MIN_STROKE_PX = 1.35
 # Ink blobs smaller than this fraction of the largest one are specks of dust or paper grain.
 MIN_BLOB_FRACTION = 0.05
 
+# How a picture becomes a model's input, as model cards record it (`input.preprocess`).
+CHARACTERS = "tuning.images.preprocess.prepare_image"  # made MNIST-like
+RESIZE = "resize"  # resized, colours kept
+
 
 def read_image(path: str | Path) -> Image.Image:
     """Open an image file (PNG, JPEG, ...), applying its EXIF orientation.
@@ -45,6 +49,19 @@ def read_image(path: str | Path) -> Image.Image:
         raise ImageError(f"{path}: not an image; expected a PNG or JPEG file") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"{path}: cannot read the image ({exc})") from None
+
+
+def resize_image(
+    image: Image.Image | str | Path, *, height: int, width: int, channels: int
+) -> np.ndarray:
+    """A picture as it is, colours kept: resized to `(height, width, channels)` uint8, for models
+    trained on images that are not characters (a `.npz` of photos, say)."""
+    picture = read_image(image) if isinstance(image, str | Path) else image
+    mode = "RGB" if channels == 3 else "L"
+    array = np.asarray(
+        picture.convert(mode).resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8
+    )
+    return array.reshape(height, width, channels)
 
 
 def prepare_image(

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from tuning.errors import ModelError
-from tuning.images.preprocess import prepare_image
+from tuning.images.preprocess import RESIZE, prepare_image, resize_image
+from tuning.model.card import ModelCard
 from tuning.model.file import class_names, load_model_file
 
 TOP_K = 3
@@ -31,14 +32,29 @@ class Prediction:
         return asdict(self)
 
 
-def _input_side(model: Any, path: Path) -> int:
+def _inputs(model: Any, images: Sequence[str | Path], path: Path) -> np.ndarray:
+    """The images as the model's input batch, prepared as its card says: like MNIST characters
+    (the default for square grayscale models), or resized with their colours kept."""
     shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or not shape[1]:
+    if len(shape) != 4 or shape[3] not in (1, 3) or not shape[1] or not shape[2]:
         raise ModelError(
-            f"{path}: expected a model taking square grayscale images (None, S, S, 1). "
+            f"{path}: expected a model taking images (None, H, W, 1 or 3). "
             f"Received input shape: {shape}"
         )
-    return int(shape[1])
+    height, width, channels = (int(n) for n in shape[1:])
+    card = ModelCard.read(path)
+    resize = card.input.get("preprocess") == RESIZE if card else (height != width or channels != 1)
+    if resize:
+        return np.stack(
+            [resize_image(i, height=height, width=width, channels=channels) for i in images]
+        )
+    if height != width or channels != 1:
+        raise ModelError(
+            f"{path}: character models take square grayscale images (None, S, S, 1). "
+            f"Received input shape: {shape}"
+        )
+    box = round(height * 20 / 28)
+    return np.stack([prepare_image(i, size=height, box=box) for i in images])[..., None]
 
 
 def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
@@ -50,7 +66,8 @@ def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
 
 
 def predict_images(model_path: str | Path, images: Sequence[str | Path]) -> list[Prediction]:
-    """Preprocess each image like MNIST and classify it with the model at `model_path`.
+    """Classify each image with the model at `model_path`: pictures of characters are first made
+    MNIST-like (`prepare_image`), other images resized to the model's input, as its card says.
 
     The labels are the `class_names` of `model_card.json` next to the model (digits by default).
     Every image is read before the model runs, so a bad one fails the call with its name.
@@ -64,11 +81,8 @@ def predict_images(model_path: str | Path, images: Sequence[str | Path]) -> list
     model_path = Path(model_path)
     model = load_model_file(model_path)
     try:
-        side = _input_side(model, model_path)
-        batch = np.stack(
-            [prepare_image(img, size=side, box=round(side * 20 / 28)) for img in images]
-        )
-        outputs = np.asarray(model.predict(batch[..., None], verbose=0), dtype=np.float64)
+        batch = _inputs(model, images, model_path)
+        outputs = np.asarray(model.predict(batch, verbose=0), dtype=np.float64)
     finally:
         keras.backend.clear_session()
         gc.collect()

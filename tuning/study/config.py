@@ -24,8 +24,8 @@ POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 # A study file may also say "auto": tuning.device.resolve_precision picks by hardware, once, when
 # the study is created, and the stored protocol keeps what it picked.
 PRECISIONS = (*POLICIES, "auto")
-MNIST_TRAIN_SIZE = 60_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_HYPERMODEL = re.compile(r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Rung:
     images, stopping after the first `run_folds` folds (default: all `folds`), with the trial's
     recipe run for `epoch_scale` times its epochs. Its score is the mean over the folds run."""
 
-    subset: int
+    subset: int | None  # None: every training image
     folds: int
     run_folds: int | None = None
     epoch_scale: float = 1.0
@@ -49,7 +49,8 @@ class Rung:
             if self.folds_run == self.folds
             else (f"{self.folds_run} of {self.folds} folds")
         )
-        return f"{folds} CV on {self.subset:,} images, epochs x {self.epoch_scale:g}"
+        images = "all" if self.subset is None else f"{self.subset:,}"
+        return f"{folds} CV on {images} images, epochs x {self.epoch_scale:g}"
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Fidelity:
     (`mixed_bfloat16`: bfloat16 compute, float32 weights; `auto`: chosen by hardware when the
     study is created)."""
 
-    subset: int = MNIST_TRAIN_SIZE
+    subset: int | None = None  # None: every training image (MNIST: 60,000)
     folds: int = 5
     max_epochs: int = 15
     precision: str = "float32"
@@ -70,9 +71,13 @@ class Fidelity:
         """The rungs a trial climbs, cheapest first."""
         return self.rungs or (Rung(self.subset, self.folds),)
 
-    @property
-    def largest_subset(self) -> int:
-        return max(rung.subset for rung in self.ladder)
+    def for_images(self, count: int) -> Fidelity:
+        """The same fidelity with "every image" spelled out as `count`, as protocols store it."""
+        rungs = tuple(
+            dataclasses.replace(rung, subset=count if rung.subset is None else rung.subset)
+            for rung in self.rungs
+        )
+        return dataclasses.replace(self, subset=self.subset or count, rungs=rungs)
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,29 @@ class ExportSettings:
 
 
 @dataclass(frozen=True)
+class DataSettings:
+    """What a study trains on (`[data]`): `source` is "mnist", or a `.npz` in the Keras layout or
+    an image folder, relative to the study file; `class_names` names a `.npz`'s labels or picks
+    an image folder's classes."""
+
+    source: str = "mnist"
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def is_mnist(self) -> bool:
+        return self.source == "mnist"
+
+
+@dataclass(frozen=True)
+class SpaceSettings:
+    """What a study tries (`[space]`): `hypermodel` is "module:Name" or "file.py:Name" (relative
+    to the study file), a KerasTuner HyperModel or a `build(hp)` function; None: the built-in
+    CNN space (`tuning.study.space.CNNHyperModel`)."""
+
+    hypermodel: str | None = None
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """A validated study file. `name` defaults to the file's stem."""
 
@@ -116,6 +144,12 @@ class StudySpec:
     search: Search = Search()
     budget: Budget = Budget()
     export: ExportSettings = ExportSettings()
+    data: DataSettings = DataSettings()
+    space: SpaceSettings = SpaceSettings()
+
+    def for_images(self, count: int) -> StudySpec:
+        """The spec with its subsets resolved against `count` training images."""
+        return dataclasses.replace(self, fidelity=self.fidelity.for_images(count))
 
     def protocol(self) -> dict[str, Any]:
         """What every trial's score depends on; a stored study must match it to be resumed.
@@ -123,13 +157,19 @@ class StudySpec:
         Keys added after studies were first stored have their old behaviour as the default in
         `PROTOCOL_DEFAULTS`: compare through `resumable_protocol`, which fills them in.
         """
-        return {
+        protocol: dict[str, Any] = {
             "protocol_version": PROTOCOL_VERSION,
             "rungs": [dataclasses.asdict(rung) for rung in self.fidelity.ladder],
             "max_epochs": self.fidelity.max_epochs,
             "seed": self.seed,
             "precision": self.fidelity.precision,
         }
+        # Only when set, so that MNIST studies of the built-in space keep their protocol.
+        if self.space.hypermodel:
+            protocol["hypermodel"] = self.space.hypermodel
+        if self.data.class_names:
+            protocol["class_names"] = list(self.data.class_names)
+        return protocol
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration, with defaults filled in (saved next to artifacts)."""
@@ -160,15 +200,32 @@ _SCHEMA: dict[str, dict[str, _Rule]] = {
             "an array of [[study.enqueue]] tables of hyperparameter values",
         ),
     },
+    "data": {
+        "source": ((str,), lambda v: bool(v.strip()), '"mnist", or the path of a .npz or folder'),
+        "class_names": (
+            (list,),
+            lambda v: (
+                len(v) >= 2 and all(isinstance(n, str) and n for n in v) and len(set(v)) == len(v)
+            ),
+            "a list of at least 2 distinct class names",
+        ),
+    },
+    "space": {
+        "hypermodel": (
+            (str,),
+            lambda v: bool(_HYPERMODEL.match(v)),
+            '"module.path:Name" or "file.py:Name" (a HyperModel class or a build(hp) function)',
+        ),
+    },
     "fidelity": {
-        "subset": ((int,), lambda v: 100 <= v <= MNIST_TRAIN_SIZE, "an integer in 100..60000"),
+        "subset": ((int,), lambda v: v >= 10, "an integer >= 10 (default: every image)"),
         "folds": ((int,), lambda v: 2 <= v <= 20, "an integer in 2..20"),
         "max_epochs": ((int,), lambda v: 1 <= v <= 200, "an integer in 1..200"),
         "precision": ((str,), lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
         "rungs": ((list,), lambda v: 1 <= len(v) <= 5, "an array of 1 to 5 [[fidelity.rungs]]"),
     },
     "fidelity.rungs": {
-        "subset": ((int,), lambda v: 100 <= v <= MNIST_TRAIN_SIZE, "an integer in 100..60000"),
+        "subset": ((int,), lambda v: v >= 10, "an integer >= 10 (default: every image)"),
         "folds": ((int,), lambda v: 2 <= v <= 20, "an integer in 2..20"),
         "run_folds": ((int,), lambda v: 1 <= v <= 20, "an integer in 1..20"),
         "epoch_scale": ((int, float), lambda v: 0 < v <= 10, "a number in (0, 10]"),
@@ -221,7 +278,7 @@ def _check_table(
 
 
 def _check_rung_size(path: Path, where: str, rung: Rung) -> None:
-    if rung.subset < 10 * rung.folds:
+    if rung.subset is not None and rung.subset < 10 * rung.folds:
         raise ConfigError(
             f"{path}: '{where}.subset' must hold at least 10 images per fold "
             f"(folds={rung.folds}). Received: {rung.subset}"
@@ -236,10 +293,9 @@ def _check_rung_size(path: Path, where: str, rung: Rung) -> None:
 def _rung(path: Path, index: int, table: Any) -> Rung:
     where = f"fidelity.rungs[{index}]"
     values = _check_table(path, "fidelity.rungs", table, where=where)
-    missing = [key for key in ("subset", "folds") if key not in values]
-    if missing:
-        raise ConfigError(f"{path}: '{where}' needs '{missing[0]}'. Received: {table!r}")
-    rung = Rung(**values)
+    if "folds" not in values:
+        raise ConfigError(f"{path}: '{where}' needs 'folds'. Received: {table!r}")
+    rung = Rung(**{"subset": None, **values})
     _check_rung_size(path, where, rung)
     return rung
 
@@ -290,6 +346,13 @@ def load_spec(path: str | Path) -> StudySpec:
         search=Search(**tables["search"]),
         budget=Budget(**tables["budget"]),
         export=ExportSettings(**tables["export"]),
+        data=DataSettings(
+            source=tables["data"].get("source", "mnist"),
+            class_names=tuple(tables["data"]["class_names"])
+            if "class_names" in tables["data"]
+            else None,
+        ),
+        space=SpaceSettings(**tables["space"]),
     )
     if "rungs" not in fidelity:
         _check_rung_size(path, "fidelity", spec.fidelity.ladder[0])

@@ -37,6 +37,13 @@ def _protocol_section(protocol: Mapping[str, Any]) -> list[str]:
         f"- **Epochs:** a recipe asks for up to **{protocol.get('max_epochs')}**.",
         "- **Export** retrains the best trial at the highest rung any trial reached.",
     ]
+    if protocol.get("hypermodel"):
+        lines.append(
+            f"- **HyperModel:** `{protocol['hypermodel']}`, the study file's own code (imported by "
+            "`tuning study` and `tuning export`, never by the dashboard)"
+        )
+    if protocol.get("class_names"):
+        lines.append(f"- **Classes:** {', '.join(protocol['class_names'])}")
     if protocol.get("space_fingerprint"):
         lines.append(f"- **Search-space fingerprint:** `{protocol['space_fingerprint']}`")
     return lines

@@ -120,7 +120,8 @@ def summary(
     )
     baseline = next((t for t in complete if t.user_attrs.get(TrialKey.BASELINE)), None)
     if baseline is not None:
-        lines.append(f"Seed network (trial #{baseline.number}): {cv_line(baseline)}")
+        name = str(baseline.user_attrs.get(TrialKey.BASELINE) or "seed network")
+        lines.append(f"{name[0].upper()}{name[1:]} (trial #{baseline.number}): {cv_line(baseline)}")
     extra = []
     if TrialKey.PARAM_COUNT in best.user_attrs:
         extra.append(f"{best.user_attrs[TrialKey.PARAM_COUNT]:,} weights")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,10 @@ from optuna.trial import TrialState
 
 from tuning.artifacts import artifact_store
 from tuning.device import detect, resolve_precision
-from tuning.errors import ConfigError, StudyMismatchError, TrainingDivergedError
-from tuning.images.mnist import load_mnist, stratified_subset
+from tuning.errors import ConfigError, DataError, StudyMismatchError, TrainingDivergedError
+from tuning.images.dataset import Images, load_images, resolve_source
+from tuning.images.folder import Skipped
+from tuning.images.mnist import stratified_subset
 from tuning.records import (
     StudyKey,
     TrialKey,
@@ -26,14 +28,10 @@ from tuning.records import (
 from tuning.storage import open_storage, redact, resolve_storage_url
 from tuning.study import rungs
 from tuning.study.config import StudySpec, resumable_protocol
+from tuning.study.hypermodels import make_hypermodel
 from tuning.study.note import write_study_note
 from tuning.study.objective import RungData, make_objective
-from tuning.study.space import (
-    CNNHyperModel,
-    check_params,
-    describe_space,
-    seed_params,
-)
+from tuning.study.space import CNNHyperModel, check_params, describe_space
 
 ProgressFn = Callable[[str], None]
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -83,7 +81,12 @@ def open_study(
     """
     url = resolve_storage_url(storage)
     space = describe_space(hypermodel)
-    enqueue = [_starting_point(spec, i, params, space) for i, params in enumerate(spec.enqueue)]
+    defaults = hypermodel.defaults()
+    # The built-in space's defaults are the student project's seed network.
+    label = "seed network" if type(hypermodel) is CNNHyperModel else "HyperModel defaults"
+    enqueue = [
+        _starting_point(spec, i, params, space, defaults) for i, params in enumerate(spec.enqueue)
+    ]
     requested = spec.fidelity.precision
     expected: dict[str, Any] = {
         **spec.protocol(),
@@ -112,7 +115,7 @@ def open_study(
     if stored is None:
         # Before the protocol, which tells other workers the study is ready.
         if spec.enqueue_seed:
-            ensure_baseline(study, max_epochs=spec.fidelity.max_epochs)
+            ensure_baseline(study, defaults, label=label)
         for params in enqueue:
             study.enqueue_trial(params, user_attrs={TrialKey.ENQUEUED_FROM: str(spec.path)})
         study.set_user_attr(StudyKey.SPACE, space)
@@ -132,25 +135,32 @@ def open_study(
     if study.metric_names is None:
         study.set_metric_names([METRIC_NAME])
     if spec.enqueue_seed and not created:
-        ensure_baseline(study, max_epochs=spec.fidelity.max_epochs)
+        ensure_baseline(study, defaults, label=label)
     study.sampler = make_sampler(spec, offset=len(study.trials), salt=salt)
     return study
 
 
 def _starting_point(
-    spec: StudySpec, index: int, params: dict[str, Any], space: list[dict[str, Any]]
+    spec: StudySpec,
+    index: int,
+    params: dict[str, Any],
+    space: list[dict[str, Any]],
+    defaults: dict[str, Any],
 ) -> dict[str, Any]:
-    """A [[study.enqueue]] table as a trial's parameters: the seed network's, overridden."""
+    """A [[study.enqueue]] table as a trial's parameters: the baseline's, overridden."""
     try:
         check_params(space, params)
     except ValueError as exc:
         raise ConfigError(f"{spec.path}: [[study.enqueue]] number {index + 1}: {exc}") from None
-    return {**seed_params(spec.fidelity.max_epochs), **params}
+    return {**defaults, **params}
 
 
-def ensure_baseline(study: optuna.Study, *, max_epochs: int) -> bool:
-    """Enqueue the seed network unless a baseline trial has completed, is waiting, or is running
-    with a live heartbeat; returns whether it enqueued one.
+def ensure_baseline(
+    study: optuna.Study, params: dict[str, Any], *, label: str = "seed network"
+) -> bool:
+    """Enqueue the baseline, `params` (the seed network, or a HyperModel's defaults), unless
+    a baseline trial has completed, is waiting, or is running with a live heartbeat; returns
+    whether it enqueued one.
 
     A worker killed mid-trial leaves its trial RUNNING: stale ones are failed first, so a killed
     baseline is run again by whoever opens the study next.
@@ -162,7 +172,7 @@ def ensure_baseline(study: optuna.Study, *, max_epochs: int) -> bool:
     for trial in study.get_trials(deepcopy=False, states=states):
         if trial.user_attrs.get(TrialKey.BASELINE):
             return False
-    study.enqueue_trial(seed_params(max_epochs), user_attrs={TrialKey.BASELINE: "seed network"})
+    study.enqueue_trial(params, user_attrs={TrialKey.BASELINE: label})
     return True
 
 
@@ -184,15 +194,32 @@ def _wait_for_protocol(study: optuna.Study, timeout: float = 30.0) -> dict[str, 
         time.sleep(0.2)
 
 
-def load_training_data(spec: StudySpec, data: str | Path | None) -> tuple[list[RungData], str]:
-    """Each rung's stratified training subset (images with a channel axis) and the sha256 of
-    the data file. The test split is never read here."""
-    images = load_mnist(data, split="train")
+def load_training_data(spec: StudySpec, data: str | Path | None) -> tuple[list[RungData], Images]:
+    """Each rung's stratified training subset and the training split they come from (its
+    sha256, class names, shape). `data` replaces the location of the study file's
+    `[data] source`. The test split is never read here."""
+    source = resolve_source(spec.data.source, base=spec.path.parent, override=data)
+    images = load_images(source, split="train", class_names=spec.data.class_names)
+    if images is None:  # every source has a training split, or says why not
+        raise DataError(f"{source.describe()}: no training split")
     out = []
-    for rung in spec.fidelity.ladder:
-        x, y = stratified_subset(images.x, images.y, size=rung.subset, seed=spec.seed)
-        out.append(RungData(rung, x[..., None], y))
-    return out, images.sha256
+    for rung in spec.for_images(len(images.y)).fidelity.ladder:
+        size = rung.subset or len(images.y)
+        x, y = stratified_subset(images.x, images.y, size=size, seed=spec.seed)
+        _check_folds(y, rung.folds, images.class_names)
+        out.append(RungData(rung, x, y))
+    return out, images
+
+
+def _check_folds(y: Any, folds: int, class_names: list[str]) -> None:
+    counts = {name: int((y == i).sum()) for i, name in enumerate(class_names)}
+    short = {name: n for name, n in counts.items() if n < folds}
+    if short:
+        name, count = next(iter(short.items()))
+        raise DataError(
+            f"class '{name}' has {count} image(s) in a rung of {folds}-fold CV; each class "
+            f"needs at least one image per fold (lower the rung's folds or add images)"
+        )
 
 
 @dataclass
@@ -205,6 +232,7 @@ class StudyRun:
     hypermodel: CNNHyperModel
     data: list[RungData]
     artifacts: str | Path | None = None
+    skipped: list[Skipped] = field(default_factory=list)  # unusable files of an image folder
 
     def optimize(
         self,
@@ -253,20 +281,23 @@ def open_run(
     Raises:
         DataError, StorageError, StudyMismatchError: bad data, storage or stored protocol.
     """
-    rung_data, sha = load_training_data(spec, data)
+    rung_data, images = load_training_data(spec, data)
+    spec = spec.for_images(len(images.y))
     artifact_store(artifacts)  # an unwritable artifact folder fails now, not after a trial
-    max_epochs = spec.fidelity.max_epochs
+    shape, classes = images.input_shape, images.num_classes
     study = open_study(
         spec,
         storage=storage,
-        data_sha256=sha,
-        hypermodel=CNNHyperModel(max_epochs=max_epochs),
+        data_sha256=images.sha256,
+        hypermodel=make_hypermodel(spec, input_shape=shape, num_classes=classes),
         salt=salt,
     )
-    hypermodel = CNNHyperModel(max_epochs=max_epochs, precision=study_precision(study))
+    hypermodel = make_hypermodel(
+        spec, input_shape=shape, num_classes=classes, precision=study_precision(study)
+    )
     # The dashboard's study note: protocol, space, data hash, devices, export command.
     write_study_note(study, device=detect().describe())
-    return StudyRun(spec, study, hypermodel, rung_data, artifacts)
+    return StudyRun(spec, study, hypermodel, rung_data, artifacts, images.skipped)
 
 
 def run_study(

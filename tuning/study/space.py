@@ -161,19 +161,11 @@ class CNNHyperModel(kt.HyperModel):
 
     def recipe(self, hp: Any) -> Recipe:
         """How `hp`'s network is trained: the recipe hyperparameters of the space."""
-        low, high = epoch_range(self.max_epochs)
-        return Recipe(
-            epochs=hp.Int("epochs", low, high, default=min(SEED_EPOCHS, high)),
-            batch_size=hp.Choice("batch_size", list(BATCH_SIZES), default=32),
-            optimizer=hp.Choice("optimizer", list(OPTIMIZERS), default="adam"),
-            learning_rate=hp.Float("learning_rate", 1e-4, 3e-2, sampling="log", default=1e-3),
-            schedule=hp.Choice("schedule", list(SCHEDULES), default="cosine"),
-            weight_decay=hp.Choice("weight_decay", list(WEIGHT_DECAYS), default=0.0),
-            label_smoothing=hp.Choice("label_smoothing", list(LABEL_SMOOTHINGS), default=0.0),
-            rotation=hp.Choice("rotation", list(ROTATIONS), default=10),
-            shift=hp.Choice("shift", list(SHIFTS), default=0.1),
-            zoom=hp.Choice("zoom", list(ZOOMS), default=0.1),
-        )
+        return recipe_space(hp, self.max_epochs)
+
+    def defaults(self) -> dict[str, Any]:
+        """The baseline trial's parameters: the seed network with its recipe."""
+        return seed_params(self.max_epochs)
 
     def fit(
         self,
@@ -200,7 +192,25 @@ class CNNHyperModel(kt.HyperModel):
         )
 
 
-def describe_space(hypermodel: CNNHyperModel) -> list[dict[str, Any]]:
+def recipe_space(hp: Any, max_epochs: int) -> Recipe:
+    """The training recipe's hyperparameters, declared through `hp` (KerasTuner's or Optuna's),
+    as a `Recipe`: the half of the space every HyperModel trained by the recipe shares."""
+    low, high = epoch_range(max_epochs)
+    return Recipe(
+        epochs=hp.Int("epochs", low, high, default=min(SEED_EPOCHS, high)),
+        batch_size=hp.Choice("batch_size", list(BATCH_SIZES), default=32),
+        optimizer=hp.Choice("optimizer", list(OPTIMIZERS), default="adam"),
+        learning_rate=hp.Float("learning_rate", 1e-4, 3e-2, sampling="log", default=1e-3),
+        schedule=hp.Choice("schedule", list(SCHEDULES), default="cosine"),
+        weight_decay=hp.Choice("weight_decay", list(WEIGHT_DECAYS), default=0.0),
+        label_smoothing=hp.Choice("label_smoothing", list(LABEL_SMOOTHINGS), default=0.0),
+        rotation=hp.Choice("rotation", list(ROTATIONS), default=10),
+        shift=hp.Choice("shift", list(SHIFTS), default=0.1),
+        zoom=hp.Choice("zoom", list(ZOOMS), default=0.1),
+    )
+
+
+def describe_space(hypermodel: kt.HyperModel) -> list[dict[str, Any]]:
     """Every hyperparameter the HyperModel can ask for, as KerasTuner configs.
 
     Builds with KerasTuner's own `HyperParameters`, raising each integer to its maximum and each

@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.model_selection import StratifiedKFold
 
 from tuning.memory import freeze_long_lived_objects, release_memory
@@ -139,3 +140,15 @@ def _train_fold(
     seconds = time.perf_counter() - start
     logs = {key: [float(v) for v in values] for key, values in history.history.items()}
     return logs, model.count_params(), seconds
+
+
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval for a proportion `correct / n` (95% by default).
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0 or n successes,
+    which matters with a few dozen images and an accuracy near 100%.
+    """
+    if n <= 0:
+        raise ValueError(f"n must be > 0. Received: n={n}")
+    interval = binomtest(int(correct), n).proportion_ci(confidence, method="wilson")
+    return float(interval.low), float(interval.high)

@@ -1,4 +1,4 @@
-"""What a transfer run reports: the Wilson interval, the grid of held-out predictions, the
+"""What a transfer run reports: the grid of held-out predictions, the
 dashboard note of the transfer study and the model card `tuning predict` reads."""
 
 from __future__ import annotations
@@ -9,23 +9,10 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from scipy.stats import binomtest
 
 from tuning.figures import DPI, MISTAKE
 from tuning.model.card import ModelCard
 from tuning.notes import space_table
-
-
-def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The Wilson score interval for a proportion `correct / n` (95% by default).
-
-    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0 or n successes,
-    which matters with a few dozen images and an accuracy near 100%.
-    """
-    if n <= 0:
-        raise ValueError(f"n must be > 0. Received: n={n}")
-    interval = binomtest(int(correct), n).proportion_ci(confidence, method="wilson")
-    return float(interval.low), float(interval.high)
 
 
 def prediction_grid(

@@ -45,12 +45,12 @@ from tuning.records import (
     space_fingerprint,
 )
 from tuning.storage import open_storage, redact, resolve_storage_url
+from tuning.training.cv import wilson_interval
 from tuning.transfer import model as transfer
 from tuning.transfer.report import (
     model_card,
     prediction_grid,
     transfer_note,
-    wilson_interval,
 )
 from tuning.transfer.search import (
     LogFn,

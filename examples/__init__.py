@@ -1,0 +1,1 @@
+"""Examples for `tuning`: a synthetic shapes dataset and user-written HyperModels."""

@@ -1,0 +1,162 @@
+"""An honest accuracy for a whole study on data without a test split: nested cross-validation.
+
+The images are split into stratified outer folds. For each, the study file's whole search (its
+rungs, sampler, pruner and trial budget, in a throw-away in-memory study) runs on the other
+folds only; its winner at the highest rung is trained by its own recipe on them, as export would,
+and predicts the held-out fold. Every image is predicted once by a model whose tuning and
+training never saw it, as `tuning transfer` scores a transfer, so the two can be compared.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import optuna
+
+from tuning.errors import TrainingDivergedError, TuningError
+from tuning.hp import OptunaHyperParameters
+from tuning.images.dataset import Images, load_images, resolve_source
+from tuning.images.mnist import stratified_subset
+from tuning.memory import release_memory
+from tuning.records import library_versions
+from tuning.study.config import StudySpec
+from tuning.study.hypermodels import make_hypermodel
+from tuning.study.objective import RungData, make_objective
+from tuning.study.run import make_pruner, make_sampler
+from tuning.study.rungs import best_at_highest_rung
+from tuning.training.cv import fold_indices, wilson_interval
+
+LogFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class NestedScore:
+    """Pooled held-out accuracy of the study's whole search, and what each outer fold chose."""
+
+    study: str
+    class_names: list[str]
+    correct: int
+    images: int
+    interval: tuple[float, float]
+    outer_folds: int
+    trials: int
+    seconds: float
+    folds: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.images
+
+
+def nested_score(
+    spec: StudySpec,
+    *,
+    data: str | Path | None = None,
+    class_names: list[str] | None = None,
+    outer_folds: int = 3,
+    trials: int | None = None,
+    log: LogFn | None = None,
+) -> NestedScore:
+    """Nested-CV accuracy of `spec`'s search on its training data (`class_names`: a subset of
+    the classes, default the study file's), with `trials` per outer fold (default: its budget).
+
+    Raises:
+        TuningError: fewer than 2 outer folds, or a class too small to fill them.
+        DataError, ConfigError: as for `tuning study`.
+    """
+    say = log or (lambda _message: None)
+    if not 2 <= outer_folds <= 20:
+        raise TuningError(
+            f"must be in 2..20. Received: outer_folds={outer_folds}", param="outer_folds"
+        )
+    source = resolve_source(spec.data.source, base=spec.path.parent, override=data)
+    images = load_images(source, class_names=class_names or spec.data.class_names)
+    if images is None:
+        raise TuningError(f"{source.describe()}: no training split", param="data")
+    n_trials = trials or spec.budget.trials
+    predicted = np.full(len(images.y), -1)
+    folds: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    splits = fold_indices(images.y, folds=outer_folds, seed=spec.seed + 1)
+    with tempfile.TemporaryDirectory(prefix="tuning-nested-") as artifacts:
+        for fold, (train_idx, held_idx) in enumerate(splits):
+            begun = time.perf_counter()
+            chosen, labels = _search_and_predict(
+                spec, images, train_idx, held_idx, trials=n_trials, artifacts=Path(artifacts)
+            )
+            predicted[held_idx] = labels
+            accuracy = float(np.mean(labels == images.y[held_idx]))
+            folds.append(
+                {
+                    "held_out": len(held_idx),
+                    "accuracy": accuracy,
+                    "params": chosen,
+                    "seconds": round(time.perf_counter() - begun, 1),
+                }
+            )
+            say(
+                f"  outer fold {fold + 1}/{outer_folds}: accuracy {accuracy:.3f} on "
+                f"{len(held_idx)} held-out images ({folds[-1]['seconds']:.0f} s)"
+            )
+    correct = int(np.sum(predicted == images.y))
+    return NestedScore(
+        study=spec.name,
+        class_names=images.class_names,
+        correct=correct,
+        images=len(images.y),
+        interval=wilson_interval(correct, len(images.y)),
+        outer_folds=outer_folds,
+        trials=n_trials,
+        seconds=round(time.perf_counter() - start, 1),
+        folds=folds,
+    )
+
+
+def _search_and_predict(
+    spec: StudySpec,
+    images: Images,
+    train_idx: np.ndarray,
+    held_idx: np.ndarray,
+    *,
+    trials: int,
+    artifacts: Path,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The study's search on one outer training part; its winner's labels for the held part."""
+    x, y = images.x[train_idx], images.y[train_idx]
+    fold_spec = spec.for_images(len(y))
+    hypermodel = make_hypermodel(
+        fold_spec, input_shape=images.input_shape, num_classes=images.num_classes
+    )
+    rungs = []
+    for rung in fold_spec.fidelity.ladder:
+        sub_x, sub_y = stratified_subset(x, y, size=rung.subset or len(y), seed=spec.seed)
+        rungs.append(RungData(rung, sub_x, sub_y))
+    # In memory: the search of one outer fold is a means, not a result to keep.
+    study = optuna.create_study(
+        direction="maximize", pruner=make_pruner(spec), sampler=make_sampler(spec)
+    )
+    if spec.enqueue_seed:
+        study.enqueue_trial(hypermodel.defaults())
+    objective = make_objective(
+        hypermodel, rungs, spec=fold_spec, versions=library_versions(), artifacts=artifacts
+    )
+    study.optimize(objective, n_trials=trials, catch=(TrainingDivergedError,), gc_after_trial=True)
+    best = best_at_highest_rung(study.trials)
+    if best is None:
+        raise TuningError(f"study '{spec.name}': no trial finished a rung in an outer fold")
+    hp = OptunaHyperParameters(optuna.trial.FixedTrial(best.params))  # type: ignore[arg-type]
+    try:
+        keras.utils.set_random_seed(spec.seed)
+        model = hypermodel.build(hp)
+        hypermodel.fit(hp, model, x, y, epoch_scale=spec.export.epoch_scale, seed=spec.seed)
+        probs = model.predict(images.x[held_idx], batch_size=512, verbose=0)
+    finally:
+        release_memory()
+    return dict(best.params), np.asarray(probs).argmax(axis=1)
