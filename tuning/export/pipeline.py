@@ -198,7 +198,8 @@ def export_study(
             study, seed_trial.number, epoch_scale=settings.epoch_scale, data_sha256=train.sha256
         )
         if reference is None:
-            say(f"first, the seed-network baseline (trial #{seed_trial.number}), same recipe:")
+            label = seed_trial.user_attrs.get(TrialKey.BASELINE)
+            say(f"first, the baseline (trial #{seed_trial.number}, {label}), same recipe:")
             export_study(
                 spec,
                 storage=url,

@@ -29,8 +29,14 @@ from tuning.records import library_versions
 from tuning.study.config import StudySpec
 from tuning.study.hypermodels import make_hypermodel
 from tuning.study.objective import RungData, make_objective
-from tuning.study.run import make_pruner, make_sampler
+from tuning.study.run import (
+    enqueue_first_trials,
+    make_pruner,
+    make_sampler,
+    starting_points,
+)
 from tuning.study.rungs import best_at_highest_rung
+from tuning.study.space import describe_space
 from tuning.training.cv import fold_indices, wilson_interval
 
 LogFn = Callable[[str], None]
@@ -142,8 +148,10 @@ def _search_and_predict(
     study = optuna.create_study(
         direction="maximize", pruner=make_pruner(spec), sampler=make_sampler(spec)
     )
-    if spec.enqueue_seed:
-        study.enqueue_trial(hypermodel.defaults())
+    defaults = hypermodel.defaults()
+    # The same first trials as the study itself: baseline, then the file's starting points.
+    points = starting_points(spec, describe_space(hypermodel), defaults)
+    enqueue_first_trials(study, spec, hypermodel, defaults, points)
     objective = make_objective(
         hypermodel, rungs, spec=fold_spec, versions=library_versions(), artifacts=artifacts
     )

@@ -82,11 +82,7 @@ def open_study(
     url = resolve_storage_url(storage)
     space = describe_space(hypermodel)
     defaults = hypermodel.defaults()
-    # The built-in space's defaults are the student project's seed network.
-    label = "seed network" if type(hypermodel) is CNNHyperModel else "HyperModel defaults"
-    enqueue = [
-        _starting_point(spec, i, params, space, defaults) for i, params in enumerate(spec.enqueue)
-    ]
+    enqueue = starting_points(spec, space, defaults)
     requested = spec.fidelity.precision
     expected: dict[str, Any] = {
         **spec.protocol(),
@@ -114,10 +110,7 @@ def open_study(
         )
     if stored is None:
         # Before the protocol, which tells other workers the study is ready.
-        if spec.enqueue_seed:
-            ensure_baseline(study, defaults, label=label)
-        for params in enqueue:
-            study.enqueue_trial(params, user_attrs={TrialKey.ENQUEUED_FROM: str(spec.path)})
+        enqueue_first_trials(study, spec, hypermodel, defaults, enqueue)
         study.set_user_attr(StudyKey.SPACE, space)
         study.set_user_attr(StudyKey.STUDY_FILE, str(spec.path))
         study.set_user_attr(StudyKey.VERSIONS, library_versions())
@@ -135,24 +128,47 @@ def open_study(
     if study.metric_names is None:
         study.set_metric_names([METRIC_NAME])
     if spec.enqueue_seed and not created:
-        ensure_baseline(study, defaults, label=label)
+        ensure_baseline(study, defaults, label=baseline_label(hypermodel))
     study.sampler = make_sampler(spec, offset=len(study.trials), salt=salt)
     return study
 
 
-def _starting_point(
+def starting_points(
+    spec: StudySpec, space: list[dict[str, Any]], defaults: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The [[study.enqueue]] tables as trials' parameters: the baseline's, overridden.
+
+    Raises:
+        ConfigError: a table names a hyperparameter the space lacks or a value it cannot take.
+    """
+    points = []
+    for index, params in enumerate(spec.enqueue):
+        try:
+            check_params(space, params)
+        except ValueError as exc:
+            raise ConfigError(f"{spec.path}: [[study.enqueue]] number {index + 1}: {exc}") from None
+        points.append({**defaults, **params})
+    return points
+
+
+def baseline_label(hypermodel: CNNHyperModel) -> str:
+    """What trial 0 is: the built-in space's defaults are the student project's seed network."""
+    return "seed network" if type(hypermodel) is CNNHyperModel else "HyperModel defaults"
+
+
+def enqueue_first_trials(
+    study: optuna.Study,
     spec: StudySpec,
-    index: int,
-    params: dict[str, Any],
-    space: list[dict[str, Any]],
+    hypermodel: CNNHyperModel,
     defaults: dict[str, Any],
-) -> dict[str, Any]:
-    """A [[study.enqueue]] table as a trial's parameters: the baseline's, overridden."""
-    try:
-        check_params(space, params)
-    except ValueError as exc:
-        raise ConfigError(f"{spec.path}: [[study.enqueue]] number {index + 1}: {exc}") from None
-    return {**defaults, **params}
+    points: list[dict[str, Any]],
+) -> None:
+    """A new study's first trials: the baseline (if the file asks for it), then the starting
+    points, each of which climbs every rung."""
+    if spec.enqueue_seed:
+        ensure_baseline(study, defaults, label=baseline_label(hypermodel))
+    for params in points:
+        study.enqueue_trial(params, user_attrs={TrialKey.ENQUEUED_FROM: str(spec.path)})
 
 
 def ensure_baseline(
