@@ -86,6 +86,12 @@ def wrong_input(hp, *, num_classes):
     return _compiled(keras.Model(inputs, keras.layers.Dense(num_classes, "softmax")(x)))
 
 
+def logits(hp, *, input_shape, num_classes):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Flatten()(inputs)
+    return _compiled(keras.Model(inputs, keras.layers.Dense(num_classes)(x)))
+
+
 def wrong_output(hp, *, input_shape):
     inputs = keras.Input(input_shape)
     x = keras.layers.Flatten()(inputs)
@@ -215,6 +221,7 @@ def _bad_npz(folder: Path, **arrays: np.ndarray) -> None:
         ("tinymodels:wrong_input", "the model takes inputs of shape (8, 8, 3), but the data's "
          "images are (32, 32, 3)"),
         ("tinymodels:wrong_output", "must output one score per class (4 classes)"),
+        ("tinymodels:logits", "the training recipe needs softmax outputs"),
     ],
 )  # fmt: skip
 def test_a_bad_hypermodel_is_one_line_and_nothing_stored_is_lost(

@@ -132,8 +132,11 @@ class UserHyperModel(CNNHyperModel):
                 f"{self.where}: the model must output one score per class "
                 f"({self.num_classes} classes). Received: output_shape={outputs}"
             )
-        activation = getattr(model.layers[-1], "activation", None)
-        if not self.own_fit and getattr(activation, "__name__", "") != "softmax":
+        last = model.layers[-1]
+        softmax = isinstance(last, keras.layers.Softmax) or (
+            getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
+        )
+        if not self.own_fit and not softmax:
             raise ConfigError(
                 f"{self.where}: the training recipe needs softmax outputs; end the model in "
                 "a softmax layer or give the HyperModel its own fit(hp, model, x, y, ...)"
