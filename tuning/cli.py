@@ -157,8 +157,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     spec = load_spec(args.study_file)
 
     def on_epoch(epoch: int, epochs: int, logs: dict[str, float]) -> None:
+        # epochs is 0 when a HyperModel's own fit chooses them
+        of = f"/{epochs}" if epochs else ""
         console.say(
-            f"  epoch {epoch}/{epochs}: loss {logs.get('loss', float('nan')):.4f}, "
+            f"  epoch {epoch}{of}: loss {logs.get('loss', float('nan')):.4f}, "
             f"accuracy {logs.get('accuracy', float('nan')):.4f}"
         )
 

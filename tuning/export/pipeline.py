@@ -64,7 +64,8 @@ SAVED_MODEL_DIR = "saved_model"
 CONFIG_FILE = "config.json"
 LogFn = Callable[[str], None]
 EpochFn = Callable[[int, int, dict[str, float]], None]
-"""Called as `on_epoch(epoch, epochs, logs)` after every epoch (epoch counts from 1)."""
+"""Called as `on_epoch(epoch, epochs, logs)` after every epoch (epoch counts from 1; epochs is 0
+when a HyperModel's own fit chooses them)."""
 
 
 @dataclass(frozen=True)
