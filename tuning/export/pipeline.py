@@ -39,7 +39,7 @@ from tuning.export.selection import (
     trial_out_dir,
 )
 from tuning.hp import OptunaHyperParameters
-from tuning.images.dataset import Images, load_images, resolve_source
+from tuning.images.dataset import Images, load_images
 from tuning.images.mnist import file_sha256
 from tuning.model.card import CARD_FILE, ModelCard
 from tuning.model.file import load_model_file
@@ -53,7 +53,7 @@ from tuning.storage import open_storage, redact, resolve_storage_url
 from tuning.study.config import StudySpec
 from tuning.study.curves import read_curves
 from tuning.study.hypermodels import UserHyperModel, make_hypermodel
-from tuning.study.run import study_precision
+from tuning.study.run import study_precision, training_images
 from tuning.study.rungs import (
     highest_rung,
     rung_scores,
@@ -182,10 +182,7 @@ def export_study(
         out_dir = trial_out_dir(spec.name, trial)
     else:
         out_dir = default_out_dir(spec.name)
-    source = resolve_source(spec.data.source, base=spec.path.parent, override=data)
-    train = load_images(source, split="train", class_names=spec.data.class_names)
-    if train is None:
-        raise ExportError(f"{source.describe()}: no training split", param="data")
+    source, train = training_images(spec, data)
     spec = spec.for_images(len(train.y))
     protocol = check_compatible(study, spec, train)
     store = artifact_store(artifacts)  # an unwritable artifact folder fails before training
@@ -193,8 +190,13 @@ def export_study(
 
     seed_trial = baseline_trial(study)
     reference = None
-    has_test = load_images(source, split="test", class_names=train.class_names) is not None
-    if baseline and has_test and seed_trial is not None and seed_trial.number != chosen.number:
+    test = load_images(source, split="test", class_names=train.class_names)
+    if (
+        baseline
+        and test is not None
+        and seed_trial is not None
+        and seed_trial.number != chosen.number
+    ):
         reference = stored_export(
             study, seed_trial.number, epoch_scale=settings.epoch_scale, data_sha256=train.sha256
         )
@@ -265,7 +267,6 @@ def export_study(
         gc.collect()
         # Score the file the user gets, loaded the way `tuning predict` loads it.
         model = load_model_file(model_path)
-        test = load_images(source, split="test", class_names=train.class_names)
         model.export(str(staging / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
         param_count = int(model.count_params())
         title = f"{spec.name}, trial #{chosen.number}"

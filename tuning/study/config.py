@@ -114,10 +114,6 @@ class DataSettings:
     source: str = "mnist"
     class_names: tuple[str, ...] | None = None
 
-    @property
-    def is_mnist(self) -> bool:
-        return self.source == "mnist"
-
 
 @dataclass(frozen=True)
 class SpaceSettings:

@@ -87,14 +87,7 @@ class UserHyperModel(CNNHyperModel):
 
     def build(self, hp: Any) -> keras.Model:
         """The user's model; recompiled with the trial's recipe unless the target fits itself."""
-        if not self.own_fit:
-            return super().build(hp)
-        previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.precision)
-        try:
-            return self._make_model(hp)
-        finally:
-            keras.config.set_dtype_policy(previous)
+        return super().build(hp) if not self.own_fit else self._make_under_policy(hp)
 
     def _make_model(self, hp: Any) -> keras.Model:
         try:

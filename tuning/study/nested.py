@@ -9,6 +9,7 @@ training never saw it, as `tuning transfer` scores a transfer, so the two can be
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,18 +23,19 @@ import optuna
 
 from tuning.errors import TrainingDivergedError, TuningError
 from tuning.hp import OptunaHyperParameters
-from tuning.images.dataset import Images, load_images, resolve_source
-from tuning.images.mnist import stratified_subset
+from tuning.images.dataset import Images
 from tuning.memory import release_memory
 from tuning.records import library_versions
 from tuning.study.config import StudySpec
 from tuning.study.hypermodels import make_hypermodel
-from tuning.study.objective import RungData, make_objective
+from tuning.study.objective import make_objective
 from tuning.study.run import (
     enqueue_first_trials,
     make_pruner,
     make_sampler,
+    rung_data,
     starting_points,
+    training_images,
 )
 from tuning.study.rungs import best_at_highest_rung
 from tuning.study.space import describe_space
@@ -82,10 +84,7 @@ def nested_score(
         raise TuningError(
             f"must be in 2..20. Received: outer_folds={outer_folds}", param="outer_folds"
         )
-    source = resolve_source(spec.data.source, base=spec.path.parent, override=data)
-    images = load_images(source, class_names=class_names or spec.data.class_names)
-    if images is None:
-        raise TuningError(f"{source.describe()}: no training split", param="data")
+    _, images = training_images(spec, data, class_names=class_names)
     n_trials = trials or spec.budget.trials
     predicted = np.full(len(images.y), -1)
     folds: list[dict[str, Any]] = []
@@ -140,10 +139,7 @@ def _search_and_predict(
     hypermodel = make_hypermodel(
         fold_spec, input_shape=images.input_shape, num_classes=images.num_classes
     )
-    rungs = []
-    for rung in fold_spec.fidelity.ladder:
-        sub_x, sub_y = stratified_subset(x, y, size=rung.subset or len(y), seed=spec.seed)
-        rungs.append(RungData(rung, sub_x, sub_y))
+    rungs = rung_data(fold_spec, dataclasses.replace(images, x=x, y=y))
     # In memory: the search of one outer fold is a means, not a result to keep.
     study = optuna.create_study(
         direction="maximize", pruner=make_pruner(spec), sampler=make_sampler(spec)

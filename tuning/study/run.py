@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from tuning.artifacts import artifact_store
 from tuning.device import detect, resolve_precision
 from tuning.errors import ConfigError, DataError, StudyMismatchError, TrainingDivergedError
-from tuning.images.dataset import Images, load_images, resolve_source
+from tuning.images.dataset import DataSource, Images, load_images, resolve_source
 from tuning.images.folder import Skipped
 from tuning.images.mnist import stratified_subset
 from tuning.records import (
@@ -210,21 +210,35 @@ def _wait_for_protocol(study: optuna.Study, timeout: float = 30.0) -> dict[str, 
         time.sleep(0.2)
 
 
-def load_training_data(spec: StudySpec, data: str | Path | None) -> tuple[list[RungData], Images]:
-    """Each rung's stratified training subset and the training split they come from (its
-    sha256, class names, shape). `data` replaces the location of the study file's
-    `[data] source`. The test split is never read here."""
+def training_images(
+    spec: StudySpec, data: str | Path | None, *, class_names: list[str] | None = None
+) -> tuple[DataSource, Images]:
+    """The study file's `[data] source` (its location replaced by `data`, its classes by
+    `class_names` if given) and its training split. The test split is never read here."""
     source = resolve_source(spec.data.source, base=spec.path.parent, override=data)
-    images = load_images(source, split="train", class_names=spec.data.class_names)
+    images = load_images(source, split="train", class_names=class_names or spec.data.class_names)
     if images is None:  # every source has a training split, or says why not
-        raise DataError(f"{source.describe()}: no training split")
+        raise DataError(f"{source.describe()}: no training split", param="data")
+    return source, images
+
+
+def rung_data(spec: StudySpec, images: Images) -> list[RungData]:
+    """Each rung's stratified subset of `images` (a rung without a subset takes them all)."""
     out = []
     for rung in spec.for_images(len(images.y)).fidelity.ladder:
         size = rung.subset or len(images.y)
         x, y = stratified_subset(images.x, images.y, size=size, seed=spec.seed)
         _check_folds(y, rung.folds, images.class_names)
         out.append(RungData(rung, x, y))
-    return out, images
+    return out
+
+
+def load_training_data(spec: StudySpec, data: str | Path | None) -> tuple[list[RungData], Images]:
+    """Each rung's stratified training subset and the training split they come from (its
+    sha256, class names, shape). `data` replaces the location of the study file's
+    `[data] source`."""
+    _, images = training_images(spec, data)
+    return rung_data(spec, images), images
 
 
 def _check_folds(y: Any, folds: int, class_names: list[str]) -> None:

@@ -98,14 +98,18 @@ class CNNHyperModel(kt.HyperModel):
     def build(self, hp: Any) -> keras.Model:
         """The network for `hp`, made under the `precision` dtype policy and compiled with its
         recipe (`fit` compiles it again once the number of steps is known)."""
+        model = self._make_under_policy(hp)
+        recipes.compile_model(model, self.recipe(hp))
+        return model
+
+    def _make_under_policy(self, hp: Any) -> keras.Model:
+        """`_make_model(hp)` under the `precision` dtype policy, restored afterwards."""
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(self.precision)
         try:
-            model = self._make_model(hp)
+            return self._make_model(hp)
         finally:
             keras.config.set_dtype_policy(previous)
-        recipes.compile_model(model, self.recipe(hp))
-        return model
 
     def _make_model(self, hp: Any) -> keras.Model:  # not `_build`: KerasTuner uses that name
         blocks = hp.Int("conv_blocks", 1, MAX_CONV_BLOCKS, default=SEED_PARAMS["conv_blocks"])
