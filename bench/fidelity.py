@@ -29,9 +29,9 @@ import sqlalchemy.exc
 from bench.common import save
 from bench.harness import DEFAULT_STUDY
 from tuning.errors import TuningError
-from tuning.records import PROTOCOL_VERSION
+from tuning.protocol import PROTOCOL_VERSION, Rung
 from tuning.storage import redact, resolve_storage_url
-from tuning.study.config import Rung, load_spec
+from tuning.study.config import load_spec
 from tuning.study.rungs import SCORED_STATES, best_at_highest_rung, rung_correlations, rung_scores
 
 

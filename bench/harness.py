@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from tuning.images.mnist import load_mnist, stratified_subset
-from tuning.study.config import Rung, StudySpec, load_spec
+from tuning.protocol import Rung
+from tuning.study.config import StudySpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STUDY = ROOT / "studies" / "mnist_cnn.toml"

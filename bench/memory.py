@@ -26,10 +26,11 @@ import optuna
 from bench.common import rss_mib, save
 from bench.harness import ROOT
 from tuning.artifacts import ENV_ARTIFACTS
+from tuning.images.dataset import load_training
 from tuning.records import library_versions
 from tuning.study.config import load_spec
-from tuning.study.objective import make_objective
-from tuning.study.run import load_training_data, open_study
+from tuning.study.create import open_study
+from tuning.study.objective import make_objective, rung_data
 from tuning.study.space import CNNHyperModel, seed_params
 
 SMOKE = ROOT / "studies" / "smoke.toml"
@@ -56,7 +57,7 @@ def _in_process(trials: int) -> list[float]:
     spec = dataclasses.replace(
         spec, fidelity=dataclasses.replace(spec.fidelity, subset=1000, rungs=())
     )
-    data, _ = load_training_data(spec, os.environ.get("TUNING_MNIST"))
+    data = rung_data(spec, load_training(spec.data_source(os.environ.get("TUNING_MNIST"))))
     study = optuna.create_study(direction="maximize")
     for _ in range(trials):
         study.enqueue_trial(seed_params(1))
@@ -95,11 +96,8 @@ def _tuning_study(trials: int) -> dict[str, Any]:
         study_file.write_text(STUDY)
         url = f"sqlite:///{tmp}/memory.db"
         spec = load_spec(study_file)
-        _, images = load_training_data(spec, os.environ.get("TUNING_MNIST"))
-        sha = images.sha256
-        study = open_study(
-            spec, storage=url, data_sha256=sha, hypermodel=CNNHyperModel(max_epochs=1)
-        )
+        images = load_training(spec.data_source(os.environ.get("TUNING_MNIST")))
+        study, _ = open_study(spec, storage=url, data_sha256=images.sha256)
         for _ in range(trials - 1):  # the seed network is already enqueued once
             study.enqueue_trial(seed_params(1))
         cmd = [sys.executable, "-m", "tuning.cli", "study", str(study_file), "--no-progress"]

@@ -142,7 +142,7 @@ def _seed_distributions() -> tuple[dict[str, BaseDistribution], dict[str, str], 
     """The seed network's hyperparameter distributions, library versions, the study's pruner."""
     from tuning.hp import OptunaHyperParameters
     from tuning.records import library_versions
-    from tuning.study.run import make_pruner
+    from tuning.study.sampling import make_pruner
     from tuning.study.space import CNNHyperModel, seed_params
 
     spec = load_spec(DEFAULT_STUDY)
@@ -188,7 +188,9 @@ def _make_study(storage: Any, sampler: optuna.samplers.BaseSampler, pruner: Any)
 
 def run(*, quick: bool) -> dict[str, Any]:
     _quiet()
-    n = 8 if quick else 200
+    # Quick: 2 chunks of 2 trials, 2 per worker process; starting the 2 workers (each imports
+    # TensorFlow through `tuning.study`) is most of the quick run anyway.
+    n = 4 if quick else 200
     chunks = 2 if quick else 4
     dists, versions, pruner = _seed_distributions()
     spec = load_spec(DEFAULT_STUDY)
@@ -200,7 +202,7 @@ def run(*, quick: bool) -> dict[str, Any]:
     common.OUT.mkdir(parents=True, exist_ok=True)
     # Under storage/ (the real disk the studies use), not a RAM-backed /tmp.
     with tempfile.TemporaryDirectory(dir=common.OUT) as tmp:
-        from tuning.study.run import make_sampler
+        from tuning.study.sampling import make_sampler
 
         def sqlite(name: str) -> str:
             return f"sqlite:///{Path(tmp).resolve() / name}.db"

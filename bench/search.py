@@ -54,10 +54,12 @@ import optuna
 from bench.common import save
 from bench.harness import bench_spec, load_average, spread
 from tuning.errors import TrainingDivergedError
+from tuning.images.dataset import load_training
+from tuning.protocol import Rung
 from tuning.records import library_versions
-from tuning.study.config import Rung, StudySpec
-from tuning.study.objective import RungData, make_objective
-from tuning.study.run import load_training_data, make_pruner, make_sampler
+from tuning.study.config import StudySpec
+from tuning.study.objective import RungData, make_objective, rung_data
+from tuning.study.sampling import make_pruner, make_sampler
 from tuning.study.space import CNNHyperModel
 from tuning.training.cv import cross_validate, fold_indices
 
@@ -72,8 +74,12 @@ class BudgetSpent(kt.errors.FatalError):
 def bench_ladder(subset: int, folds: int, *, quick: bool) -> tuple[Rung, ...]:
     """Our rungs, cheapest first; the top one is the score every searcher is compared on."""
     top = Rung(subset, folds)
-    if quick:  # two rungs: a trial of the tiny quick budget can still finish
-        return Rung(subset // 2, folds, run_folds=1), top
+    if quick:
+        # Two rungs, so a trial of the tiny quick budget can still finish: one fold, then all.
+        # Rung 0 on the whole subset, as dear in images as a fold of the top: every fold costs
+        # about a second of tracing whatever its size, and a cheaper rung 0 only buys more
+        # pruned trials within the budget.
+        return Rung(subset, folds, run_folds=1), top
     return (
         Rung(subset // 3, folds, run_folds=1, epoch_scale=1 / 3),
         Rung(subset, folds, run_folds=1),
@@ -295,7 +301,7 @@ def _one_seed(
         rungs=bench_ladder(subset, folds, quick=quick),
         n_startup_trials=startup,
     )
-    data, _ = load_training_data(spec, os.environ.get("TUNING_MNIST"))
+    data = rung_data(spec, load_training(spec.data_source(os.environ.get("TUNING_MNIST"))))
     top = data[-1]  # every searcher's score: all folds of the whole subset, full epochs
     assert top.rung == Rung(subset, folds), top.rung
     x, y = top.x, top.y
@@ -413,9 +419,11 @@ def _table(result: dict[str, Any]) -> str:
 
 def run(*, quick: bool) -> dict[str, Any]:
     if quick:
-        # Factor 2 makes Hyperband's first bracket promote a trial within this tiny budget.
+        # Factor 2 makes Hyperband's first bracket promote a trial within this tiny budget (6
+        # fold-epochs: 2 new trials and the promoted one's new epoch, on 2 folds). Each fold costs
+        # about a second of building and tracing whatever its size: few images, one seed.
         sizes: dict[str, Any] = {
-            "subset": 200,
+            "subset": 100,
             "folds": 2,
             "max_epochs": 2,
             "budget_fold_epochs": 6,

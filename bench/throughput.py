@@ -43,8 +43,9 @@ collector unfrozen (that fix is in `tuning.training.cv` for good), the objective
 variants of plain `model.fit` (batch sizes, a bare tf.data pipeline, `steps_per_execution=8`,
 XLA), which the recipe replaced.
 
-`--quick`: one round of 1 epoch on a 1,500-image subset (1,000 training images), and a 300-image
-loop: about a minute; its img/s say nothing about a full fold (tracing dominates). The full run
+`--quick`: one round of 1 epoch on a 300-image subset (200 training images), every variant, and
+a loop on one fold of a 2-fold split of 200 images: a proof that the script works, in seconds;
+its img/s say nothing about a full fold (tracing dominates). The full run
 (2 rounds x 5 variants x 2 epochs x 10,000 images, then 2 rounds of the loop on 3,000 images)
 trains about 250,000 images: 6-9 minutes on 2 idle CPU cores at the seed network's 600-950
 img/s (a minute less where bfloat16 is skipped; more on a machine busy with other work).
@@ -66,11 +67,12 @@ from bench.common import save
 from bench.harness import bench_data, bench_spec, load_average, pm, seed_hp, spread
 from tuning.device import BF16_CPU_FLAGS, detect
 from tuning.memory import release_memory
+from tuning.protocol import Rung
 from tuning.records import library_versions
 from tuning.storage import open_storage
 from tuning.study.config import StudySpec
 from tuning.study.objective import RungData, make_objective
-from tuning.study.run import make_pruner, make_sampler
+from tuning.study.sampling import make_pruner, make_sampler
 from tuning.study.space import CNNHyperModel, seed_params
 from tuning.training.cv import fold_indices
 from tuning.training.recipe import STEPS_PER_EXECUTION, Recipe, train
@@ -312,7 +314,8 @@ def _bare(
 def _loop_part(x: np.ndarray, y: np.ndarray, spec: StudySpec, rounds: int) -> dict[str, Any]:
     fid = spec.fidelity
     (rung,) = fid.ladder
-    splits = fold_indices(y, folds=rung.folds, seed=spec.seed)
+    # The folds the objective runs (all of them but in `--quick`), so both train the same ones.
+    splits = fold_indices(y, folds=rung.folds, seed=spec.seed)[: rung.folds_run]
     images = sum(len(train_idx) for train_idx, _ in splits) * fid.max_epochs
     hypermodel = CNNHyperModel(max_epochs=fid.max_epochs)
     data = [RungData(rung, x, y)]
@@ -388,6 +391,7 @@ def _table(result: dict[str, Any]) -> str:
             f"| {t['median']} | {pm(row['val_accuracy'], 4)} | {pm(row['accuracy_change'], 4)} |"
         )
     goal_speedup = next(r["speedup"] for r in variants["rows"] if r["variant"] == GOAL_VARIANT)
+    run_folds = f"{sizes['loop_run_folds']} fold of " if "loop_run_folds" in sizes else ""
     lines += [
         "",
         "Fold img/s: training images x epochs / seconds from `build()` to the end of `fit` "
@@ -403,7 +407,7 @@ def _table(result: dict[str, Any]) -> str:
         f"{_met(variants['goal_augmentation_share_met'])}.",
         "",
         f"Loop: {loop['images_per_trial']:,} trained images per trial ({sizes['loop_subset']} "
-        f"images, {sizes['loop_folds']}-fold CV, epochs: {sizes['epochs']}), "
+        f"images, {run_folds}{sizes['loop_folds']}-fold CV, epochs: {sizes['epochs']}), "
         f"rounds: {sizes['loop_rounds']}.",
         "",
         "| training loop | img/s (median) | ratio to bare recipe, median [min-max] | CV accuracy |",
@@ -423,8 +427,10 @@ def _table(result: dict[str, Any]) -> str:
 
 def run(*, quick: bool) -> dict[str, Any]:
     if quick:
-        sizes = {"subset": 1500, "folds": 3, "epochs": 1, "rounds": 1}
-        loop_sizes = {"loop_subset": 300, "loop_folds": 2, "loop_rounds": 1}
+        # Each fold costs about a second of building and tracing whatever its size, so the quick
+        # run trains few images and, in the loop, one fold of two: enough to prove the script.
+        sizes = {"subset": 300, "folds": 3, "epochs": 1, "rounds": 1}
+        loop_sizes = {"loop_subset": 200, "loop_folds": 2, "loop_run_folds": 1, "loop_rounds": 1}
     else:
         sizes = {"subset": 15_000, "folds": 3, "epochs": 2, "rounds": 2}
         loop_sizes = {"loop_subset": 3000, "loop_folds": 3, "loop_rounds": 2}
@@ -447,12 +453,15 @@ def run(*, quick: bool) -> dict[str, Any]:
         warm_up=not quick,
         skipped=skipped,
     )
+    subset, folds = loop_sizes["loop_subset"], loop_sizes["loop_folds"]
+    run_folds = loop_sizes.get("loop_run_folds")  # quick: one fold; else the default, all
     spec = bench_spec(
-        subset=loop_sizes["loop_subset"],
-        folds=loop_sizes["loop_folds"],
+        subset=subset,
+        folds=folds,
         max_epochs=sizes["epochs"],
+        rungs=(Rung(subset, folds, run_folds=run_folds),) if run_folds else (),
     )
-    x_loop, y_loop = bench_data(loop_sizes["loop_subset"], seed=spec.seed)
+    x_loop, y_loop = bench_data(subset, seed=spec.seed)
     loop = _loop_part(x_loop, y_loop, spec, loop_sizes["loop_rounds"])
     result = {
         "quick": quick,

@@ -1,17 +1,31 @@
 """Shared fixtures: tiny MNIST slices, temporary storage, the smoke study file, small saved
-digit models."""
+digit models, and the one smoke study run by `tuning study` that the command-line, dashboard and
+export tests share."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from tests.live import Polls, Server
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n N` runs N test processes: one TensorFlow thread pool each (and in the commands
+    # they start) keeps them from fighting over the cores.
+    cores = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(cores))
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 # A one-block CNN that trains in seconds: what tests save as an "exported" digit model.
@@ -194,3 +208,81 @@ def add_rung_trial(study: Any, scores: list[float], *, rungs: int) -> None:
         study.tell(trial, scores[-1])
     else:
         study.tell(trial, state=TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    """`tuning study` on the smoke study (3 trials), run once per test session as a user runs it:
+    a progress bar on the terminal, TensorFlow at its most talkative (`TF_CPP_MIN_LOG_LEVEL=0`),
+    two trials per process (so the run re-executes itself once), while `tuning dashboard`
+    serves the same database and its API is polled. The dashboard keeps serving the finished
+    study until the session ends."""
+
+    folder: Path
+    storage: str
+    data: Path
+    artifacts: Path
+    tmp: Path  # the run's TMPDIR, where a library log would go
+    result: subprocess.CompletedProcess[str]
+    server: Server
+    polls: Polls
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, mnist_npz: Path) -> Iterator[SmokeRun]:
+    """The dashboard starts first, on a database that does not exist yet, so it also sees the
+    study being created."""
+    from tests.live import dashboard, polling
+
+    folder = tmp_path_factory.mktemp("smoke_run")
+    storage = f"sqlite:///{folder / 'studies.db'}"
+    tmp = folder / "tmp"
+    tmp.mkdir()
+    env = {
+        **os.environ,
+        "TUNING_TRIALS_PER_PROCESS": "2",
+        "TF_CPP_MIN_LOG_LEVEL": "0",
+        "TMPDIR": str(tmp),
+        # The trials' curves go where the dashboard looks for artifacts.
+        "TUNING_ARTIFACTS": str(folder / "artifacts"),
+    }
+    argv = [sys.executable, "-m", "tuning.cli", "study", str(SMOKE)]
+    argv += ["--storage", storage, "--data", str(mnist_npz)]
+    with dashboard(folder, storage) as server:
+        with polling(server.url) as polls:
+            result = subprocess.run(
+                argv, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False, env=env
+            )
+        yield SmokeRun(folder, storage, mnist_npz, folder / "artifacts", tmp, result, server, polls)
+
+
+def copy_study(storage: str, folder: Path) -> str:
+    """A copy of the SQLite database `storage` (say, the smoke run's) in `folder`, the
+    write-ahead log too (unlike a file copy), for a test that writes to it; returns its URL."""
+    import sqlite3
+
+    with (
+        sqlite3.connect(storage.removeprefix("sqlite:///")) as source,
+        sqlite3.connect(folder / "studies.db") as target,
+    ):
+        source.backup(target)
+    return f"sqlite:///{folder / 'studies.db'}"
+
+
+# The test files that share the session's smoke run. Under `pytest -n N` (see pyproject.toml)
+# each file's tests run on one worker, so a module's fixtures are made once; these files share
+# one worker, so the smoke study and its export run once.
+_SMOKE_RUN_FILES = ("tests/test_cli.py", "tests/test_dashboard.py", "tests/export/test_pipeline.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's scheduling by module, with the smoke run's files as one module."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SmokeRunScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return "smoke_run" if path in _SMOKE_RUN_FILES else path
+
+    return SmokeRunScheduling(config, log)

@@ -78,14 +78,31 @@ BAD_INPUTS = {
         ["transfer", "{tmp}/nothing.keras", "--data", "{tmp}"],
         "error: {tmp}/nothing.keras: model file not found",
     ),
-    "dashboard: port out of range": (["dashboard", "--port", "70000"], "error: "),
+    "dashboard: port out of range": (
+        ["dashboard", "--port", "70000"],
+        "error: --port: must be between 0 and 65535 (0 picks a free port). Received: port=70000",
+    ),
     "usage: no study file": (["study"], "error: tuning study: the following arguments"),
 }
 
 
+# A failure during work: predict's command replaced by one that fails after TensorFlow ran.
+FAILING_PROGRAM = (
+    "import sys, tuning.cli as cli\n"
+    "def fail(args):\n"
+    "    import tensorflow as tf\n"
+    "    tf.constant(1)\n"
+    "    raise RuntimeError('disk on fire\\nsecond line of the message')\n"
+    "cli.cmd_predict = fail\n"
+    "sys.exit(cli.main(['predict', 'model.keras', 'image.png']))\n"
+)
+VERBOSE = ("--verbose", "TUNING_LOG=debug")
+
+
 @pytest.fixture(scope="module")
-def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Result, str, Path]]:
-    """Every bad input of BAD_INPUTS run at once: case -> (result, expected start, temp folder)."""
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Result, str, Path]]:
+    """Every command of this module run at once (each mostly waits on importing TensorFlow):
+    case -> (result, expected start of standard error, its temp folder)."""
     commands, expected = {}, {}
     for i, (case, (args, start)) in enumerate(BAD_INPUTS.items()):
         tmp = tmp_path_factory.mktemp(f"bad{i}")
@@ -94,15 +111,29 @@ def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Result
         names = {"tmp": str(tmp), "bad_toml": str(bad_toml), "broken": str(not_a_model(tmp))}
         commands[case] = (command(*(a.format(**names) for a in args)), environment(tmp))
         expected[case] = (start.format(**names), tmp)
+    tmp = tmp_path_factory.mktemp("fail")
+    commands["fail"], expected["fail"] = (
+        (command(python=FAILING_PROGRAM), environment(tmp)),
+        ("", tmp),
+    )
+    for case in VERBOSE:
+        tmp = tmp_path_factory.mktemp("verbose")
+        broken = str(not_a_model(tmp))
+        unset = environment(tmp, TF_CPP_MIN_LOG_LEVEL="")
+        if case == "--verbose":
+            commands[case] = (command("predict", broken, broken, "--verbose"), unset)
+        else:
+            commands[case] = (command("predict", broken, broken), {**unset, "TUNING_LOG": "debug"})
+        expected[case] = (f"error: {broken}: cannot load the model", tmp)
     results = run_all(commands)
-    return {case: (results[case], *expected[case]) for case in BAD_INPUTS}
+    return {case: (results[case], *expected[case]) for case in commands}
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_every_command_reports_a_bad_input_on_exactly_one_line(
-    bad_runs: dict[str, tuple[Result, str, Path]], case: str
+    runs: dict[str, tuple[Result, str, Path]], case: str
 ) -> None:
-    result, start, tmp = bad_runs[case]
+    result, start, tmp = runs[case]
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), result.stderr
     assert result.stderr.startswith(start), result.stderr
@@ -110,39 +141,24 @@ def test_every_command_reports_a_bad_input_on_exactly_one_line(
     assert not list(tmp.glob("tuning-*.log"))  # a bad input leaves no log behind
 
 
-def test_a_failure_during_work_is_one_line_with_status_1_and_keeps_the_log(tmp_path: Path) -> None:
-    program = (
-        "import sys, tuning.cli as cli\n"
-        "def fail(args):\n"
-        "    import tensorflow as tf\n"
-        "    tf.constant(1)\n"
-        "    raise RuntimeError('disk on fire\\nsecond line of the message')\n"
-        "cli.cmd_predict = fail\n"
-        "sys.exit(cli.main(['predict', 'model.keras', 'image.png']))\n"
-    )
-    result = run_all({"fail": (command(python=program), environment(tmp_path))})["fail"]
+def test_a_failure_during_work_is_one_line_with_status_1_and_keeps_the_log(
+    runs: dict[str, tuple[Result, str, Path]],
+) -> None:
+    result, _, tmp = runs["fail"]
     assert result.returncode == 1
-    [log] = tmp_path.glob("tuning-*.log")
+    [log] = tmp.glob("tuning-*.log")
     assert result.stderr == f"error: RuntimeError: disk on fire (details in {log})\n"
     text = log.read_text()
     assert "Traceback" in text and "second line of the message" in text
     assert "cpu_feature_guard" in text or "oneDNN" in text or "tensorflow" in text.lower()
 
 
-def test_verbose_brings_the_library_lines_back(tmp_path: Path) -> None:
-    broken = str(not_a_model(tmp_path))
-    unset = environment(tmp_path, TF_CPP_MIN_LOG_LEVEL="")
-    results = run_all(
-        {
-            "--verbose": (command("predict", broken, broken, "--verbose"), unset),
-            "TUNING_LOG=debug": (
-                command("predict", broken, broken),
-                {**unset, "TUNING_LOG": "debug"},
-            ),
-        }
-    )
-    for result in results.values():
-        assert result.returncode == 2
-        lines = result.stderr.splitlines()
-        assert len(lines) > 1, result.stderr  # TensorFlow's start-up lines, then the error
-        assert lines[-1].startswith(f"error: {broken}: cannot load the model")
+@pytest.mark.parametrize("case", VERBOSE)
+def test_verbose_brings_the_library_lines_back(
+    runs: dict[str, tuple[Result, str, Path]], case: str
+) -> None:
+    result, last_line, _ = runs[case]
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) > 1, result.stderr  # TensorFlow's start-up lines, then the error
+    assert lines[-1].startswith(last_line)

@@ -9,13 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +20,8 @@ import pytest
 from optuna.trial import TrialState
 from optuna_dashboard import get_note
 
-from tests.conftest import ROOT, SMOKE, ctrl_c_works
+from tests.conftest import ROOT, SMOKE, SmokeRun
+from tests.live import dashboard, get_json, stop
 from tuning.artifacts import artifact_store, attach_files
 from tuning.device import detect
 from tuning.images.mnist import file_sha256
@@ -42,23 +39,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-START_TIMEOUT = 60.0
-
-
-@dataclass
-class Server:
-    """A `tuning dashboard` subprocess and what it printed."""
-
-    proc: subprocess.Popen[bytes]
-    url: str
-    out: Path
-    err: Path
-
-    def stdout(self) -> str:
-        return self.out.read_text()
-
-    def stderr(self) -> str:
-        return self.err.read_text()
 
 
 def tuning(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,51 +50,6 @@ def tuning(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
-    """Stop a process we started, killing it if it does not exit within 10 s."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    return int(proc.returncode)
-
-
-@contextmanager
-def dashboard(folder: Path, storage: str, *flags: str) -> Iterator[Server]:
-    """Run `tuning dashboard --port 0` until the block ends; yields once it prints its URL."""
-    out, err = folder / "dashboard.out", folder / "dashboard.err"
-    artifacts = folder / "artifacts"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "tuning.cli", "dashboard", "--storage", storage),
-                *("--artifacts", str(artifacts), "--port", "0", *flags),
-            ],
-            cwd=ROOT,
-            stdout=stdout,
-            stderr=stderr,
-            preexec_fn=ctrl_c_works,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while "Dashboard: " not in out.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"dashboard did not start: {err.read_text()}")
-            time.sleep(0.1)
-        url = out.read_text().split("Dashboard: ")[1].split()[0]
-        yield Server(proc, url, out, err)
-    finally:
-        stop(proc)
-
-
-def get_json(url: str, timeout: float = 90) -> tuple[int, Any]:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.status, json.loads(response.read())
 
 
 def toy_study(storage: str, name: str = "toy") -> optuna.Study:
@@ -245,107 +180,45 @@ def test_note_of_a_study_without_tuning_attributes_is_just_its_title() -> None:
 # --- a live study, polled; then the finished study in Chromium -----------------------------------
 
 
-@dataclass
-class LiveRun:
-    server: Server
-    storage: str
-    study_result: subprocess.CompletedProcess[str]
-    statuses: list[int | str] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    states_seen: set[str] = field(default_factory=set)
-
-
-def poll(url: str, stop_event: threading.Event, run: LiveRun) -> None:
-    """Read the study list and every study's detail, as the open page does, until told to stop."""
-    while not stop_event.is_set():
-        start = time.perf_counter()
-        try:
-            status, body = get_json(url + "api/studies")
-            run.statuses.append(status)
-            for summary in body["study_summaries"]:
-                status, detail = get_json(f"{url}api/studies/{summary['study_id']}")
-                run.statuses.append(status)
-                run.states_seen.update(t["state"] for t in detail["trials"])
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            run.statuses.append(f"{type(exc).__name__}: {exc}")
-        run.seconds.append(time.perf_counter() - start)
-        time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def live_run(tmp_path_factory: pytest.TempPathFactory, mnist_npz: Path) -> Iterator[LiveRun]:
-    """The smoke study run by `tuning study` while the dashboard's API is polled in a loop.
-
-    The dashboard starts first, on a database that does not exist yet, so it also sees the
-    study being created. It keeps serving the finished study for the browser tests.
-    """
-    folder = tmp_path_factory.mktemp("live")
-    storage = f"sqlite:///{folder / 'studies.db'}"
-    with dashboard(folder, storage) as server:
-        run = LiveRun(server, storage, subprocess.CompletedProcess([], 0))
-        stop_event = threading.Event()
-        poller = threading.Thread(target=poll, args=(server.url, stop_event, run), daemon=True)
-        poller.start()
-        try:
-            run.study_result = subprocess.run(
-                [
-                    *(sys.executable, "-m", "tuning.cli", "study", str(SMOKE)),
-                    *("--storage", storage, "--data", str(mnist_npz), "--no-progress"),
-                ],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-                # The trials' curves go where the dashboard looks for artifacts.
-                env={**os.environ, "TUNING_ARTIFACTS": str(folder / "artifacts")},
-            )
-        finally:
-            stop_event.set()
-            poller.join(timeout=120)
-        # For a person reading CI output: how long the polls took while trials were writing.
-        OUTPUT.mkdir(parents=True, exist_ok=True)
-        (OUTPUT / "dashboard-live-polls.json").write_text(
-            json.dumps(
-                {
-                    "polls": len(run.seconds),
-                    "max_seconds": max(run.seconds, default=0.0),
-                    "mean_seconds": sum(run.seconds) / max(len(run.seconds), 1),
-                    "non_200": [s for s in run.statuses if s != 200],
-                },
-                indent=2,
-            )
-        )
-        yield run
-
-
-def test_dashboard_stays_up_while_a_study_runs_and_the_study_completes(live_run: LiveRun) -> None:
-    result = live_run.study_result
+def test_dashboard_stays_up_while_a_study_runs_and_the_study_completes(
+    smoke_run: SmokeRun,
+) -> None:
+    result, polls = smoke_run.result, smoke_run.polls
     assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name="smoke", storage=live_run.storage)
+    study = optuna.load_study(study_name="smoke", storage=smoke_run.storage)
     states = [t.state for t in study.trials]
     assert len(states) == 3 and TrialState.FAIL not in states, states
-    assert "database is locked" not in result.stderr + live_run.server.stderr()
+    assert "database is locked" not in result.stderr + smoke_run.server.stderr()
     # Every poll answered, and the polls overlapped running trials.
-    assert len(live_run.statuses) > 10
-    assert all(s == 200 for s in live_run.statuses), [s for s in live_run.statuses if s != 200]
-    assert "Running" in live_run.states_seen
+    assert len(polls.statuses) > 10
+    assert all(s == 200 for s in polls.statuses), [s for s in polls.statuses if s != 200]
+    assert "Running" in polls.states_seen
+    # For a person reading CI output: how long the polls took while trials were writing.
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    (OUTPUT / "dashboard-live-polls.json").write_text(
+        json.dumps(
+            {
+                "polls": len(polls.seconds),
+                "max_seconds": max(polls.seconds, default=0.0),
+                "mean_seconds": sum(polls.seconds) / max(len(polls.seconds), 1),
+                "non_200": [s for s in polls.statuses if s != 200],
+            },
+            indent=2,
+        )
+    )
 
 
-def live_run_trials(live_run: LiveRun) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name="smoke", storage=live_run.storage).trials
-
-
-def test_every_run_writes_the_note_the_dashboard_shows(live_run: LiveRun, mnist_npz: Path) -> None:
-    status, detail = get_json(live_run.server.url + "api/studies/1")
+def test_every_run_writes_the_note_the_dashboard_shows(smoke_run: SmokeRun) -> None:
+    status, detail = get_json(smoke_run.server.url + "api/studies/1")
     assert status == 200 and detail["name"] == "smoke"
     note = detail["note"]["body"]
-    assert f"`{file_sha256(mnist_npz)}`" in note
+    assert f"`{file_sha256(smoke_run.data)}`" in note
     assert "| 0 | 1 | 2-fold CV on 2,000 images, epochs x 1 |" in note  # the one rung
     assert "| learning_rate | Float |" in note
     assert f"tuning export {SMOKE}" in note
     # Rewritten as the run ended: the trials it ran on this machine are counted.
-    assert f"- {detect().describe()}: {len(live_run_trials(live_run))} trial(s) so far" in note
+    trials = optuna.load_study(study_name="smoke", storage=smoke_run.storage).trials
+    assert f"- {detect().describe()}: {len(trials)} trial(s) so far" in note
 
 
 @pytest.fixture(scope="module")
@@ -383,16 +256,15 @@ def fold_plot(trial: optuna.trial.FrozenTrial, path: Path) -> Path:
 
 
 def test_browser_shows_trials_params_fold_accuracies_curves_and_artifact(
-    browser: Any, live_run: LiveRun, tmp_path: Path
+    browser: Any, smoke_run: SmokeRun, tmp_path: Path
 ) -> None:
     # `browser` comes first so that a missing Chromium skips before the study is run.
-    study = optuna.load_study(study_name="smoke", storage=live_run.storage)
+    study = optuna.load_study(study_name="smoke", storage=smoke_run.storage)
     best = study.best_trial
     plot = fold_plot(best, tmp_path / "fold_accuracies.png")
-    store = artifact_store(live_run.server.out.parent / "artifacts")
-    attach_files(study, best, [plot], store=store)
+    attach_files(study, best, [plot], store=artifact_store(smoke_run.artifacts))
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    url = live_run.server.url
+    url = smoke_run.server.url
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(30_000)
     try:

@@ -10,6 +10,8 @@ import sys
 import time
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Before TensorFlow is imported anywhere: keep its C++ start-up chatter out of the user's terminal,
 # and let GPU memory grow as needed, so two workers can share a GPU. The variable, unlike
@@ -20,6 +22,10 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 from tuning.console import Console, open_console, verbose_from_env
 from tuning.errors import TuningError
+
+if TYPE_CHECKING:
+    from tuning.model.card import ExportCard
+    from tuning.transfer.run import TransferResult
 
 Command = Callable[[argparse.Namespace], int]
 STORAGE_HELP = "database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
@@ -75,10 +81,7 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
     console: Console = args.console
     spec = load_spec(args.study_file)
     configure_threads(args.threads)
-    for flag in ("trials", "timeout"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            raise TuningError(f"--{flag} must be > 0. Received: {value}")
+    _check_positive(args, "trials", "timeout")
     n_trials = args.trials or spec.budget.trials
     timeout = args.timeout or spec.budget.timeout
     batch = ProcessBatch.begin(n_trials)
@@ -87,13 +90,9 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
     run = open_run(spec, storage=storage, data=args.data, salt=worker_salt() if worker else 0)
     time_left = None if timeout is None else timeout - (time.monotonic() - batch.start)
     progress = StudyProgress(
-        n_trials=n_trials,
-        timeout=timeout,
-        disable=args.no_progress,
-        done=batch.done,
-        start=batch.start,
-        file=console.err,
-    )
+        n_trials=n_trials, timeout=timeout, disable=args.no_progress, done=batch.done,
+        start=batch.start, file=console.err,
+    )  # fmt: skip
     try:
         study = run.optimize(
             n_trials=batch.size,
@@ -112,21 +111,19 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
         progress.close()  # an error is then printed on a line of its own
     # A fresh process for the next trials, if any: TensorFlow never frees traced functions.
     batch.hand_on(
-        args.argv,
-        finished=progress.finished,
-        n_trials=n_trials,
-        timeout=timeout,
+        args.argv, finished=progress.finished, n_trials=n_trials, timeout=timeout,
         before_exec=console.detach,
-    )
-    print(
-        summary(
-            study,
-            storage=redact(storage),
-            study_file=args.study_file,
-            device=detect().describe(),
-        )
-    )
+    )  # fmt: skip
+    device = detect().describe()
+    print(summary(study, storage=redact(storage), study_file=args.study_file, device=device))
     return 0
+
+
+def _check_positive(args: argparse.Namespace, *flags: str) -> None:
+    for flag in flags:
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise TuningError(f"--{flag} must be > 0. Received: {value}")
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -179,34 +176,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         console.say("\nInterrupted: nothing was written; any previous export is unchanged.")
         return 130
-    card = result.card.to_dict()
-    baseline = card["baseline"]
+    print(export_summary(result.card, result.out_dir))
+    return 0
+
+
+def export_summary(card: ExportCard, out_dir: Path) -> str:
+    """What `tuning export` prints at the end: the trial, its CV and test scores, the baseline."""
     versus = ""
-    if baseline and baseline["trial"] == card["trial"]:
+    baseline, test, training = card.baseline, card.test, card.training
+    if baseline and baseline.trial == card.trial:
         versus = "  This is the baseline (trial 0) other exports are set beside\n"
     elif baseline:
-        saved = baseline["errors_saved"]
+        saved = baseline.errors_saved
         versus = (
-            f"  Baseline (trial #{baseline['trial']}), same recipe rules: "
-            f"{baseline['test_errors']} errors; this model makes {abs(saved)} "
+            f"  Baseline (trial #{baseline.trial}), same recipe rules: "
+            f"{baseline.test_errors} errors; this model makes {abs(saved)} "
             f"{'fewer' if saved >= 0 else 'more'}\n"
         )
-    test = card["test"]
     tested = (
-        f"test accuracy {test['accuracy']:.4f} ({test['errors']} errors in {test['images']})"
+        f"test accuracy {test.accuracy:.4f} ({test.errors} errors in {test.images})"
         if test
         else "no test split, so no test accuracy"
     )
-    recipe = card["training"]["recipe"]
-    epochs = f"{recipe['epochs']} epochs" if isinstance(recipe, dict) else "by its own fit"
-    print(
-        f"Exported trial #{card['trial']} of study {card['study']} to {result.out_dir}/\n"
-        f"  rung {card['cv']['rung']} CV accuracy {card['cv']['mean']:.4f}, {tested}, "
-        f"trained {epochs} in {card['training']['seconds']:.0f} s\n"
-        f"{versus}"
-        f"  Try: tuning predict {result.out_dir / 'model.keras'} IMAGE.png"
+    epochs = (
+        f"{training.recipe.epochs} epochs" if training and training.recipe else "by its own fit"
     )
-    return 0
+    cv = f"rung {card.cv.rung} CV accuracy {card.cv.mean:.4f}" if card.cv else "no CV score"
+    seconds = f" in {training.seconds:.0f} s" if training else ""
+    return (
+        f"Exported trial #{card.trial} of study {card.study} to {out_dir}/\n"
+        f"  {cv}, {tested}, trained {epochs}{seconds}\n"
+        f"{versus}"
+        f"  Try: tuning predict {out_dir / 'model.keras'} IMAGE.png"
+    )
 
 
 def cmd_nested(args: argparse.Namespace) -> int:
@@ -290,17 +292,23 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         console.say("\nInterrupted: nothing was written; finished trials stay in the study.")
         return 130
-    card = result.card
-    cv = card["cv"]
-    print(
-        f"Transferred {card['base']['path']} to {', '.join(card['class_names'])}: "
-        f"{result.out_dir}/\n"
-        f"  nested-CV accuracy {cv['accuracy']:.3f} ({cv['correct']}/{cv['images']}), 95% Wilson "
-        f"interval {cv['interval']['low']:.3f} to {cv['interval']['high']:.3f}\n"
-        f"  study '{card['study']}', best trial #{card['tuning']['best_trial']}: {card['params']}\n"
-        f"  Try: tuning predict {result.out_dir / 'model.keras'} IMAGE.png"
-    )
+    print(transfer_summary(result))
     return 0
+
+
+def transfer_summary(result: TransferResult) -> str:
+    """What `tuning transfer` prints at the end: the held-out score and the configuration."""
+    card, out_dir = result.card, result.out_dir
+    cv, tuning = card.cv, card.tuning
+    if cv is None or tuning is None:  # a finished transfer has its result
+        raise ValueError(f"the transfer card of {out_dir} has no result")
+    return (
+        f"Transferred {card.base.path} to {', '.join(card.class_names or [])}: {out_dir}/\n"
+        f"  nested-CV accuracy {cv.accuracy:.3f} ({cv.correct}/{cv.images}), 95% Wilson "
+        f"interval {cv.interval.low:.3f} to {cv.interval.high:.3f}\n"
+        f"  study '{card.study}', best trial #{tuning.best_trial}: {card.params}\n"
+        f"  Try: tuning predict {out_dir / 'model.keras'} IMAGE.png"
+    )
 
 
 def _warn_skipped(console: Console, message: str | None) -> None:
@@ -309,6 +317,7 @@ def _warn_skipped(console: Console, message: str | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of `tuning` and its subcommands (one `_add_*` function each)."""
     parser = _Parser(prog="tuning", description="Hyperparameter-tuning studies for Keras CNNs.")
     common = _Parser(add_help=False)
     common.add_argument(
@@ -325,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker = add("worker", help="join a study as one more worker process (same flags as study)")
     _add_run_flags(worker)
     worker.set_defaults(func=lambda args: cmd_study(args, worker=True))
+    _add_dashboard(add)
+    _add_export(add)
+    _add_nested(add)
+    _add_predict(add)
+    _add_transfer(add)
+    return parser
+
+
+def _add_dashboard(add: Callable[..., argparse.ArgumentParser]) -> None:
     dash = add("dashboard", help="open optuna-dashboard on the studies and artifacts")
     dash.add_argument("--storage", help=STORAGE_HELP)
     dash.add_argument(
@@ -339,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)"
     )
     dash.set_defaults(func=cmd_dashboard)
+
+
+def _add_export(add: Callable[..., argparse.ArgumentParser]) -> None:
     export = add(
         "export", help="retrain the best trial by its recipe on all images, test it once, export it"
     )
@@ -372,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not export the seed network first when no baseline export is stored",
     )
     export.set_defaults(func=cmd_export)
+
+
+def _add_nested(add: Callable[..., argparse.ArgumentParser]) -> None:
     nested = add(
         "nested",
         help="score a study's whole search by nested CV (for data without a test split)",
@@ -392,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     nested.add_argument("--threads", type=int, help="TensorFlow threads (default: all cores)")
     nested.add_argument("--json", action="store_true", help="print JSON instead of text")
     nested.set_defaults(func=cmd_nested)
+
+
+def _add_predict(add: Callable[..., argparse.ArgumentParser]) -> None:
     predict = add("predict", help="classify images with an exported model")
     predict.add_argument(
         "model", metavar="MODEL.keras", help="e.g. storage/models/mnist_cnn/model.keras"
@@ -404,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.set_defaults(func=cmd_predict)
+
+
+def _add_transfer(add: Callable[..., argparse.ArgumentParser]) -> None:
     transfer = add("transfer", help="transfer an exported model to the classes of an image folder")
     transfer.add_argument(
         "model",
@@ -445,7 +475,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=42, metavar="S", help="seed of folds, sampler, weights"
     )
     transfer.set_defaults(func=cmd_transfer)
-    return parser
 
 
 # The flag that sets each library parameter an error can name (`TuningError.param`).

@@ -1,5 +1,6 @@
 """What studies and trials store, by name: the Optuna user attributes `tuning` writes and reads,
-the version of the scoring protocol, and the library versions recorded beside every result.
+the record of each export kept on its study, and the library versions recorded beside every
+result. (What a stored score means, its protocol, is `tuning.protocol`.)
 
 Every writer and every reader uses these names, so a record means the same in the study, the
 progress bar, the dashboard note, export and transfer.
@@ -10,15 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from tuning.errors import StudyMismatchError
-
-# Bumped when what a stored score means changes; older studies are refused, not reinterpreted.
-# 2: rungs and tuned training recipes (1: one fidelity, an untuned export recipe).
-PROTOCOL_VERSION = 2
+from tuning.typed_json import from_json, to_json
 
 
 class StudyKey(StrEnum):
@@ -50,6 +47,28 @@ class TrialKey(StrEnum):
     FOLD_HISTORIES = "fold_histories"  # per-epoch curves, before they became artifacts
 
 
+@dataclass(frozen=True)
+class ExportRecord:
+    """What an export of one trial scored on the test set, kept on the study (`StudyKey.EXPORTS`)
+    so that later exports set their winner beside the baseline without training it again."""
+
+    trial: int
+    test_accuracy: float | None  # None: the data has no test split
+    test_errors: int | None
+    test_images: int
+    epoch_scale: float
+    data_sha256: str
+    out: str
+    created: str
+
+    def to_attr(self) -> dict[str, Any]:
+        return dict(to_json(self))
+
+    @classmethod
+    def from_attr(cls, value: dict[str, Any]) -> ExportRecord:
+        return from_json(cls, value)
+
+
 def library_versions() -> dict[str, str]:
     """Versions, and the device, that decide what a trial computes; recorded on every trial."""
     import keras
@@ -71,38 +90,6 @@ def library_versions() -> dict[str, str]:
         "scikit_learn": sklearn.__version__,
         "device": detect().describe(),
     }
-
-
-def check_protocol(
-    stored: Mapping[str, Any] | None,
-    expected: Mapping[str, Any],
-    *,
-    study: str,
-    remedy: str,
-    ignore: Collection[str] = (),
-) -> None:
-    """The one check, for study, export and transfer alike, that a stored study was made the way
-    this run would make it: first its protocol version (when `expected` names one), then every
-    other key of `expected` except those in `ignore`.
-
-    Raises:
-        StudyMismatchError: one line naming `study`, the first key that differs, the stored and
-            the expected values, and `remedy` (what to do).
-    """
-    stored = stored or {}
-    if "protocol_version" in expected:
-        version = stored.get("protocol_version", 1)
-        if version != expected["protocol_version"]:
-            raise StudyMismatchError(
-                f"{study} was stored by an earlier tuning (protocol {version}: one fidelity, "
-                f"untuned training recipe), so its scores mean something else now; {remedy}"
-            )
-    for key, want in expected.items():
-        have = stored.get(key)
-        if key not in ignore and have != want:
-            raise StudyMismatchError(
-                f"{study} was made with {key}={have}, but this run has {key}={want}; {remedy}"
-            )
 
 
 def space_fingerprint(description: list[dict[str, Any]]) -> str:

@@ -1,12 +1,12 @@
-"""`tuning export` on a smoke study: the trial's own recipe on all images, files, card, the
-baseline beside the winner, artifacts, test accuracy, and bad input."""
+"""`tuning export` on the session's smoke study: the trial's own recipe on all images, files,
+card, the baseline beside the winner, artifacts, test accuracy, and bad input."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import sqlite3
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +15,22 @@ import numpy as np
 import optuna
 import pytest
 
-from tests.conftest import add_rung_trial
+from tests.conftest import SMOKE, SmokeRun, add_rung_trial, copy_study
 from tuning.artifacts import DASHBOARD_TRIAL_ARTIFACT_PREFIX
-from tuning.cli import main
+from tuning.cli import export_summary, main
 from tuning.device import detect
 from tuning.errors import ExportError, StudyMismatchError
-from tuning.export.pipeline import export_study, load_exportable_study
+from tuning.export import ExportResult, export_study, load_exportable_study
+from tuning.hp import OptunaHyperParameters
 from tuning.images.mnist import file_sha256
+from tuning.model.card import ExportCard, ModelCard
 from tuning.model.file import load_model_file
 from tuning.records import StudyKey
 from tuning.study.config import ExportSettings, load_spec
-from tuning.study.run import open_study, run_study
+from tuning.study.create import open_study
+from tuning.study.space import CNNHyperModel
 from tuning.training import recipe as recipes
 
-ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ROOT / "studies" / "smoke.toml"
 PLOTS = [
     "learning_curves.png",
     "fold_accuracies.png",
@@ -44,32 +45,35 @@ class Exported:
     data: Path
     out: Path
     artifacts: Path
-    card: dict[str, Any]
+    result: ExportResult
+
+    @property
+    def card(self) -> ExportCard:
+        return self.result.card
 
 
 @pytest.fixture(scope="module")
-def exported(mnist_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    """The smoke study (the seed network and one more trial) run into a temporary database,
-    then trial 1 exported: the seed-network baseline is exported first, beside it."""
+def exported(smoke_run: SmokeRun, tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """Trial 1 of a copy of the session's smoke study exported: the seed-network baseline
+    (trial 0) is exported first, beside it."""
     root = tmp_path_factory.mktemp("export")
-    storage = f"sqlite:///{root / 'studies.db'}"
-    spec = load_spec(SMOKE)
-    run_study(spec, storage=storage, data=mnist_npz, n_trials=2, artifacts=root / "artifacts")
-    keras.backend.clear_session()
+    storage = copy_study(smoke_run.storage, root)
+    shutil.copytree(smoke_run.artifacts, root / "artifacts")  # the trials' curves
     result = export_study(
-        spec,
+        load_spec(SMOKE),
         storage=storage,
-        data=mnist_npz,
+        data=smoke_run.data,
         out=root / "models" / "smoke",
         trial=1,
         artifacts=root / "artifacts",
     )
-    return Exported(storage, mnist_npz, result.out_dir, root / "artifacts", result.card.to_dict())
+    return Exported(storage, smoke_run.data, result.out_dir, root / "artifacts", result)
 
 
 def test_export_writes_model_savedmodel_card_plots_and_config(exported: Exported) -> None:
     names = {p.name for p in exported.out.iterdir()}
     assert {"model.keras", "saved_model", "model_card.json", "config.json", *PLOTS} <= names
+    assert sorted(names) == exported.card.files  # the card lists exactly what is there
     assert not [n for n in os.listdir(exported.out.parent) if n.startswith(".")]  # no staging
     for plot in PLOTS:
         assert (exported.out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -79,47 +83,74 @@ def test_export_writes_model_savedmodel_card_plots_and_config(exported: Exported
     assert config["command"]["trial"] == 1
 
 
+def test_the_card_on_disk_is_the_card_returned(exported: Exported) -> None:
+    on_disk = json.loads((exported.out / "model_card.json").read_text())
+    assert on_disk == exported.card.to_dict()
+    assert ModelCard.read(exported.out / "model.keras") == exported.card
+
+
 def test_card_describes_the_trial_its_recipe_and_the_files(exported: Exported) -> None:
-    card = json.loads((exported.out / "model_card.json").read_text())
+    card = exported.card
     study = optuna.load_study(study_name="smoke", storage=exported.storage)
     trial = study.trials[1]
-    assert (card["study"], card["trial"], card["params"]) == ("smoke", 1, trial.params)
-    assert card["cv"]["mean"] == trial.value and card["cv"]["rung"] == 0
-    assert card["cv"]["folds"] == trial.user_attrs["fold_accuracies"]
-    assert card["cv"]["protocol"]["protocol_version"] == 2
+    assert (card.study, card.trial, card.params) == ("smoke", 1, trial.params)
+    assert card.cv is not None and card.cv.protocol is not None
+    assert card.cv.mean == trial.value and card.cv.rung == 0
+    assert card.cv.folds == trial.user_attrs["fold_accuracies"]
+    assert card.cv.protocol.to_attr() == study.user_attrs[StudyKey.PROTOCOL]
     # The trial's own recipe: its hyperparameters, epochs x the study file's epoch_scale.
-    recipe = card["training"]["recipe"]
-    for key in ("batch_size", "optimizer", "learning_rate", "schedule", "rotation", "zoom"):
-        assert recipe[key] == trial.params[key]
-    assert recipe["epochs"] == trial.params["epochs"] * 1 and card["training"]["epoch_scale"] == 1
-    assert card["sha256"]["model"] == file_sha256(exported.out / "model.keras")
-    assert card["sha256"]["data"] == file_sha256(exported.data)
-    assert card["class_names"] == [str(d) for d in range(10)]
-    assert card["training"]["images"] == 2000 and card["training"]["seconds"] > 0
-    assert {"tensorflow", "keras", "optuna"} <= set(card["versions"])
-    assert card["training"]["device"] == card["versions"]["device"] == detect().describe()
-    assert card["created"][:4].isdigit()
-    assert study.user_attrs["export"]["test_accuracy"] == card["test"]["accuracy"]
+    assert card.training is not None and card.training.recipe is not None
+    hp = OptunaHyperParameters(optuna.trial.FixedTrial(trial.params))  # type: ignore[arg-type]
+    assert card.training.recipe == CNNHyperModel(max_epochs=1).recipe(hp)
+    assert card.training.epoch_scale == 1
+    assert card.sha256 == {
+        "model": file_sha256(exported.out / "model.keras"),
+        "data": file_sha256(exported.data),
+    }
+    assert card.class_names == [str(d) for d in range(10)]
+    assert card.training.images == 2000
+    assert {"tensorflow", "keras", "optuna"} <= set(card.versions)
+    assert card.training.device == card.versions["device"] == detect().describe()
+    assert card.test is not None
+    assert study.user_attrs["export"]["test_accuracy"] == card.test.accuracy
+    assert study.user_attrs["export"]["card_artifact"] == exported.result.card_artifact
 
 
 def test_the_seed_network_is_exported_first_and_set_beside_the_winner(exported: Exported) -> None:
-    baseline_dir = exported.out.with_name("smoke-trial0")
-    baseline_card = json.loads((baseline_dir / "model_card.json").read_text())
-    assert baseline_card["trial"] == 0 and baseline_card["seed_network"] is True
-    assert baseline_card["baseline"]["trial"] == 0  # it is its own baseline
-    assert baseline_card["baseline"]["errors_saved"] == 0
+    baseline = ModelCard.read(exported.out.with_name("smoke-trial0") / "model.keras")
+    assert isinstance(baseline, ExportCard) and baseline.trial == 0 and baseline.seed_network
+    assert baseline.baseline is not None and baseline.baseline.trial == 0  # its own baseline
+    assert baseline.baseline.errors_saved == 0
     # The same recipe rules: the seed's hyperparameters, epochs x the same epoch_scale.
-    assert baseline_card["training"]["epoch_scale"] == exported.card["training"]["epoch_scale"]
-    against = exported.card["baseline"]
-    assert against["trial"] == 0 and against["test_errors"] == baseline_card["test"]["errors"]
-    assert against["errors_saved"] == against["test_errors"] - exported.card["test"]["errors"]
+    assert baseline.training is not None and exported.card.training is not None
+    assert baseline.training.epoch_scale == exported.card.training.epoch_scale
+    against, test = exported.card.baseline, exported.card.test
+    assert against is not None and baseline.test is not None and test is not None
+    assert against.trial == 0 and against.test_errors == baseline.test.errors
+    assert against.errors_saved == against.test_errors - test.errors
     study = optuna.load_study(study_name="smoke", storage=exported.storage)
     assert set(study.user_attrs[StudyKey.EXPORTS]) == {"0", "1"}
 
 
-def test_trials_and_export_train_through_the_same_function(
+def test_the_summary_says_how_the_winner_did_beside_the_baseline(exported: Exported) -> None:
+    card = exported.card
+    assert card.test is not None and card.baseline is not None
+    lines = export_summary(card, exported.out).splitlines()
+    assert lines[0] == f"Exported trial #1 of study smoke to {exported.out}/"
+    assert f"test accuracy {card.test.accuracy:.4f} ({card.test.errors} errors in 500)" in lines[1]
+    saved = card.baseline.errors_saved
+    more = "fewer" if saved >= 0 else "more"
+    assert lines[2] == (
+        f"  Baseline (trial #0), same recipe rules: {card.baseline.test_errors} errors; this "
+        f"model makes {abs(saved)} {more}"
+    )
+
+
+def test_export_trains_the_trials_recipe_on_every_image_and_reuses_the_stored_baseline(
     exported: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The training function and recipe the trial was scored with, on all 2,000 images; the
+    baseline's export is stored on the study, so it is not trained again."""
     calls: list[tuple[recipes.Recipe, int]] = []
     real = recipes.train
 
@@ -128,25 +159,13 @@ def test_trials_and_export_train_through_the_same_function(
         return real(model, recipe, x, *args, **kw)
 
     monkeypatch.setattr(recipes, "train", spy)
-    storage = f"sqlite:///{tmp_path / 's.db'}"
-    spec = load_spec(SMOKE)
-    study = run_study(spec, storage=storage, data=exported.data, n_trials=1)
-    assert len(calls) == spec.fidelity.folds  # one per fold, by the seed network's recipe
-    export_study(spec, storage=storage, data=exported.data, out=tmp_path / "m")
-    (fold, fold_images), (final, all_images) = calls[0], calls[-1]
-    assert final == fold and study.best_trial.number == 0  # the recipe that was scored ...
-    assert (fold_images, all_images) == (1000, 2000)  # ... on a fold, then on every image
-
-    # A stored baseline is reused: exporting trial 1 (of a copy of the study) trains it alone.
-    with (
-        sqlite3.connect(exported.storage.removeprefix("sqlite:///")) as source,
-        sqlite3.connect(tmp_path / "copy.db") as target,
-    ):
-        source.backup(target)  # the write-ahead log too, unlike a file copy
-    copy = f"sqlite:///{tmp_path / 'copy.db'}"
-    calls.clear()
-    export_study(spec, storage=copy, data=exported.data, out=tmp_path / "t1", trial=1)
-    assert len(calls) == 1 and not (tmp_path / "t1-trial0").exists()
+    storage = copy_study(exported.storage, tmp_path)  # with the baseline's export stored
+    export_study(
+        load_spec(SMOKE), storage=storage, data=exported.data, out=tmp_path / "t1", trial=1
+    )
+    assert exported.card.training is not None
+    assert calls == [(exported.card.training.recipe, 2000)]
+    assert not (tmp_path / "t1-trial0").exists()
 
 
 def test_export_takes_the_best_trial_of_the_highest_rung_or_the_one_asked_for(
@@ -156,7 +175,7 @@ def test_export_takes_the_best_trial_of_the_highest_rung_or_the_one_asked_for(
     on the top rung, and --trial refuses trials that never finished a rung."""
     storage = f"sqlite:///{tmp_path / 's.db'}"
     spec = load_spec(SMOKE)
-    study = open_study(spec, storage=storage, data_sha256="a" * 64, hypermodel=_space())
+    study, _ = open_study(spec, storage=storage, data_sha256="a" * 64)
     scores = [[0.90, 0.95], [0.99], [0.92, 0.96], [0.91, 0.93]]
     for row in scores:
         add_rung_trial(study, row, rungs=2)
@@ -172,19 +191,14 @@ def test_export_takes_the_best_trial_of_the_highest_rung_or_the_one_asked_for(
         load_exportable_study(spec, storage, trial=9)
 
 
-def _space() -> Any:
-    from tuning.study.space import CNNHyperModel
-
-    return CNNHyperModel(max_epochs=1)
-
-
 def test_card_test_accuracy_equals_a_fresh_evaluation(exported: Exported) -> None:
     model = keras.saving.load_model(exported.out / "model.keras", safe_mode=True)
     with np.load(exported.data) as data:
         x, y = data["x_test"], data["y_test"]
     _, accuracy = model.evaluate(x[..., None], y, verbose=0)
-    assert accuracy == pytest.approx(exported.card["test"]["accuracy"], abs=1e-6)
-    assert exported.card["test"]["errors"] == round((1 - accuracy) * len(y))
+    assert exported.card.test is not None
+    assert accuracy == pytest.approx(exported.card.test.accuracy, abs=1e-6)
+    assert exported.card.test.errors == round((1 - accuracy) * len(y))
     # Augmentation lives in the input pipeline: the served model has no random layers.
     assert not [layer for layer in model.layers if type(layer).__name__.startswith("Random")]
 
@@ -207,14 +221,14 @@ def test_model_card_and_plots_are_artifacts_of_the_exported_trial(exported: Expo
     attrs = study._storage.get_study_system_attrs(study._study_id)
     metas = [json.loads(v) for k, v in attrs.items() if k.startswith(prefix)]
     by_name = {m["filename"]: m["artifact_id"] for m in metas}
-    ids = exported.card["artifacts"]
-    assert {"model.keras", "model_card.json", *PLOTS} <= set(ids)
-    assert all(by_name[name] == artifact_id for name, artifact_id in ids.items())
+    # The card lists every artifact uploaded before it; the card itself is one too.
+    ids = {**exported.card.artifacts, "model_card.json": exported.result.card_artifact}
+    assert {"model.keras", "config.json", *PLOTS} == set(exported.card.artifacts)
+    assert by_name == ids
     stored = exported.artifacts / ids["model.keras"]
     assert stored.read_bytes() == (exported.out / "model.keras").read_bytes()
-    # The card on disk lists every artifact uploaded before it.
-    on_disk = json.loads((exported.out / "model_card.json").read_text())["artifacts"]
-    assert on_disk == {k: v for k, v in ids.items() if k != "model_card.json"}
+    stored_card = exported.artifacts / ids["model_card.json"]
+    assert stored_card.read_bytes() == (exported.out / "model_card.json").read_bytes()
 
 
 def test_a_failed_export_leaves_the_previous_one_intact(
@@ -317,22 +331,29 @@ def test_cli_study_then_export(
     train_images: int,
     test_images: int,
     least_accuracy: float,
-    mnist_npz: Path,
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`tuning study` + `tuning export` as a user runs them, on a slice of MNIST or all of it."""
-    data = str(mnist_npz if size == "reduced" else _full_mnist())
-    storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    common = ["--storage", storage, "--data", data]
-    assert main(["study", str(SMOKE), *common, "--trials", "1", "--no-progress"]) == 0
+    """`tuning study` + `tuning export` as a user runs them, on a slice of MNIST (the session's
+    smoke run is the study) or all of it; the seed network, exported at twice its epochs."""
+    if size == "reduced":
+        run: SmokeRun = request.getfixturevalue("smoke_run")
+        data, storage = str(run.data), copy_study(run.storage, tmp_path)
+        common = ["--storage", storage, "--data", data]
+    else:
+        data, storage = str(_full_mnist()), f"sqlite:///{tmp_path / 'studies.db'}"
+        common = ["--storage", storage, "--data", data]
+        assert main(["study", str(SMOKE), *common, "--trials", "1", "--no-progress"]) == 0
     out = tmp_path / "models"
-    assert main(["export", str(SMOKE), *common, "--out", str(out), "--epoch-scale", "2"]) == 0
-    assert "test accuracy" in capsys.readouterr().out
-    card = json.loads((out / "model_card.json").read_text())
-    assert card["training"]["images"] == train_images
-    assert card["test"]["images"] == test_images
-    assert card["test"]["accuracy"] > least_accuracy
+    flags = ["--out", str(out), "--trial", "0", "--epoch-scale", "2"]
+    assert main(["export", str(SMOKE), *common, *flags]) == 0
+    card = ModelCard.read(out / "model.keras")
+    assert isinstance(card, ExportCard) and card.test is not None and card.training is not None
+    assert f"test accuracy {card.test.accuracy:.4f}" in capsys.readouterr().out
+    assert card.training.images == train_images and card.test.images == test_images
+    assert card.training.recipe is not None and card.training.recipe.epochs == 2  # 1 x 2
+    assert card.test.accuracy > least_accuracy
 
 
 def test_data_without_a_test_split_is_exported_without_a_test_accuracy(
@@ -349,8 +370,8 @@ def test_data_without_a_test_split_is_exported_without_a_test_accuracy(
     printed = capsys.readouterr()
     assert "has no test split: no test accuracy is reported" in printed.err
     assert "no test split, so no test accuracy" in printed.out
-    card = json.loads((out / "model_card.json").read_text())
-    assert card["test"] is None and card["baseline"] is None
-    assert card["class_names"] == ["alpha", "beta", "gamma"]
-    assert card["input"]["preprocess"] == "tuning.images.preprocess.prepare_image"
+    card = ModelCard.read(out / "model.keras")
+    assert isinstance(card, ExportCard) and card.test is None and card.baseline is None
+    assert card.class_names == ["alpha", "beta", "gamma"]
+    assert card.input.preprocess == "tuning.images.preprocess.prepare_image"
     assert not (out / "confusion_matrix.png").exists()

@@ -13,6 +13,7 @@ from tests.letters import write_letters
 from tuning.errors import DataError
 from tuning.images.dataset import DataSource, load_images, resolve_source
 from tuning.images.mnist import file_sha256
+from tuning.typed_json import to_json
 
 
 def save_npz(path: Path, arrays: dict[str, Any]) -> Path:
@@ -51,8 +52,9 @@ def test_an_npz_of_any_shape_gets_a_channel_axis_and_its_own_class_names(tmp_pat
     assert train is not None
     assert train.x.shape == (6, 5, 7, 1) and train.y.tolist() == [0, 1, 2, 0, 1, 2]
     assert train.class_names == ["a", "b", "c"] and train.sha256 == file_sha256(path)
-    assert train.input_convention() == {"shape": [5, 7, 1], "range": "0..255",
-                                        "preprocess": "resize"}  # fmt: skip
+    # A model trained on them gets the picture resized, its colours kept (the card's `input`).
+    assert to_json(train.input_convention()) == {"shape": [5, 7, 1], "range": "0..255",
+                                                 "preprocess": "resize"}  # fmt: skip
     # No test split: None, never an error and never a made-up one.
     assert load_images(DataSource("npz", path), split="test") is None
 

@@ -6,7 +6,8 @@ import pytest
 
 from tests.conftest import DEFAULT_STUDY, SMOKE
 from tuning.errors import ConfigError
-from tuning.study.config import Rung, load_spec
+from tuning.protocol import Rung
+from tuning.study.config import load_spec
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -51,13 +52,14 @@ def test_rungs_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, text))
     assert spec.fidelity.ladder == (Rung(600, 3, 1, 0.5), Rung(1200, 2))
     assert spec.fidelity.ladder[-1].subset == 1200 and spec.export.epoch_scale == 2
-    assert spec.protocol()["rungs"][0] == {
+    protocol = spec.protocol(precision="float32", data_sha256="a" * 64, space_fingerprint="f")
+    assert protocol.to_attr()["rungs"][0] == {
         "subset": 600,
         "folds": 3,
         "run_folds": 1,
         "epoch_scale": 0.5,
     }
-    assert "export" not in spec.protocol()  # the export multiplier never invalidates a study
+    assert "export" not in protocol.to_attr()  # the export multiplier never invalidates a study
 
 
 @pytest.mark.parametrize(

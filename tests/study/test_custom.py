@@ -19,13 +19,16 @@ from tests.conftest import DEFAULT_STUDY, tiny_study
 from tuning.cli import main
 from tuning.export.pipeline import export_study
 from tuning.images.mnist import file_sha256
-from tuning.model.card import ModelCard
+from tuning.images.preprocess import resize_image
+from tuning.model.card import ExportCard
+from tuning.model.file import load_model_file
 from tuning.model.predict import predict_images
 from tuning.records import StudyKey, TrialKey, space_fingerprint
 from tuning.study.config import load_spec
 from tuning.study.hypermodels import make_hypermodel
 from tuning.study.run import run_study
 from tuning.study.space import CNNHyperModel, describe_space
+from tuning.typed_json import to_json
 
 # User code, as a study folder would hold it.
 TINY_MODELS = """
@@ -52,8 +55,9 @@ class Tiny(kt.HyperModel):
 
 
 class OwnFit(Tiny):
+    # Trains its own way and reports no validation score.
     def fit(self, hp, model, x, y, validation_data=None, callbacks=None, **kwargs):
-        return model.fit(x, y, epochs=2, validation_data=validation_data, verbose=0)
+        return model.fit(x, y, epochs=2, verbose=0)
 
 
 def build_dense(hp, *, input_shape, num_classes):
@@ -137,7 +141,8 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     pngs = [render_png(folder / f"{name}.png", name, seed=99) for name in CLASS_NAMES]
     predictions = predict_images(result.out_dir / "model.keras", pngs)
     return {"folder": folder, "study": study, "first": first, "card": result.card,
-            "predictions": predictions}  # fmt: skip
+            "predictions": predictions, "pngs": pngs,
+            "model": result.out_dir / "model.keras"}  # fmt: skip
 
 
 def test_the_users_hypermodel_is_tuned_with_the_training_recipe(custom: dict[str, Any]) -> None:
@@ -160,18 +165,30 @@ def test_a_custom_study_resumes_where_it_stopped(custom: dict[str, Any]) -> None
 def test_the_export_is_tested_once_and_its_card_names_the_classes(
     custom: dict[str, Any],
 ) -> None:
-    card: ModelCard = custom["card"]
+    card: ExportCard = custom["card"]
     assert card.class_names == list(CLASS_NAMES)
-    assert card.input["shape"] == [32, 32, 3] and card.input["preprocess"] == "resize"
-    assert card.sections["test"]["images"] == 12  # the npz's own test split, 3 per class
-    assert 0.0 <= card.sections["test"]["accuracy"] <= 1.0
+    assert to_json(card.input) == {"shape": [32, 32, 3], "range": "0..255", "preprocess": "resize"}
+    # Tested once, on the npz's own test split (3 per class), by the file the user gets.
+    assert card.test is not None and card.test.images == 12
+    model = load_model_file(custom["model"])
+    with np.load(custom["folder"] / "shapes.npz") as data:
+        x, y = data["x_test"], data["y_test"]
+    errors = int(np.sum(model.predict(x, verbose=0).argmax(axis=1) != y))
+    assert card.test.errors == errors and card.test.accuracy == pytest.approx(1 - errors / 12)
 
 
-def test_predict_returns_the_generated_class_names(custom: dict[str, Any]) -> None:
+def test_predict_resizes_keeps_colours_and_names_the_generated_classes(
+    custom: dict[str, Any],
+) -> None:
+    """The card says `resize`: each picture is resized to 32x32 RGB (not made MNIST-like), and
+    the label of the model's best output is the card's class name for it."""
     predictions = custom["predictions"]
-    assert len(predictions) == 4
-    assert all(p.label in CLASS_NAMES for p in predictions)
-    assert all({t["label"] for t in p.top} <= set(CLASS_NAMES) for p in predictions)
+    model = load_model_file(custom["model"])
+    batch = np.stack([resize_image(p, height=32, width=32, channels=3) for p in custom["pngs"]])
+    expected = model.predict(batch, verbose=0)
+    assert [p.index for p in predictions] == expected.argmax(axis=1).tolist()
+    assert [p.label for p in predictions] == [CLASS_NAMES[p.index] for p in predictions]
+    assert [p.probability for p in predictions] == pytest.approx(expected.max(axis=1).tolist())
 
 
 def test_a_plain_build_function_gets_the_shape_and_the_classes(tmp_path: Path) -> None:
@@ -191,7 +208,9 @@ def test_a_hypermodel_with_its_own_fit_is_trained_by_it(tmp_path: Path) -> None:
     history = hypermodel.fit(hp, model, x, y, validation_data=(x, y))
     assert len(history.history["loss"]) == 2  # its own 2 epochs, not the recipe's 1
     assert "learning_rate" not in hp.values  # no recipe hyperparameters to tune
-    assert 0.0 <= history.history["val_accuracy"][-1] <= 1.0
+    # Scored like every trial all the same: accuracy on the held-out data, from the trained model.
+    accuracy = float(np.mean(model.predict(x, verbose=0).argmax(axis=1) == y))
+    assert history.history["val_accuracy"][-1] == pytest.approx(accuracy)
 
 
 def test_the_default_mnist_study_keeps_its_protocol_and_fingerprint() -> None:
@@ -200,7 +219,9 @@ def test_the_default_mnist_study_keeps_its_protocol_and_fingerprint() -> None:
     assert type(hypermodel) is CNNHyperModel
     # The fingerprint of the stored acceptance study, made before data and spaces were chosen.
     assert space_fingerprint(describe_space(hypermodel)) == "d7273ab52bbf1d66"
-    assert set(spec.protocol()) == {"protocol_version", "rungs", "max_epochs", "seed", "precision"}
+    protocol = spec.protocol(precision="float32", data_sha256="a" * 64, space_fingerprint="f")
+    assert set(protocol.to_attr()) == {"protocol_version", "rungs", "max_epochs", "seed",
+                                       "precision", "data_sha256", "space_fingerprint"}  # fmt: skip
 
 
 def _bad_npz(folder: Path, **arrays: np.ndarray) -> None:

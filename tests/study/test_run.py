@@ -15,19 +15,19 @@ from tests.conftest import SMOKE
 from tuning.artifacts import artifact_store
 from tuning.device import detect, resolve_precision
 from tuning.errors import ConfigError, StudyMismatchError, TrainingDivergedError
+from tuning.hp import OptunaHyperParameters
 from tuning.images.mnist import file_sha256
+from tuning.protocol import Rung
 from tuning.records import TrialKey, library_versions
-from tuning.study.config import Rung, StudySpec, load_spec
+from tuning.study.config import StudySpec, load_spec
+from tuning.study.create import METRIC_NAME, open_study, stored_protocol
 from tuning.study.curves import CURVES_JSON, CURVES_PNG, read_curves
 from tuning.study.objective import RungData, make_objective
-from tuning.study.run import (
-    METRIC_NAME,
-    open_run,
-    open_study,
-    run_study,
-    study_precision,
-)
+from tuning.study.recipe_hypermodel import RecipeHyperModel
+from tuning.study.run import open_run, run_study
 from tuning.study.space import CNNHyperModel, seed_params
+from tuning.training import recipe as recipes
+from tuning.training.recipe import Recipe
 
 SHA = "a" * 64
 
@@ -38,9 +38,8 @@ def spec_with(**fidelity: Any) -> StudySpec:
 
 
 def open_smoke(storage_url: str, spec: StudySpec | None = None, sha: str = SHA) -> optuna.Study:
-    spec = spec or load_spec(SMOKE)
-    hypermodel = CNNHyperModel(max_epochs=spec.fidelity.max_epochs)
-    return open_study(spec, storage=storage_url, data_sha256=sha, hypermodel=hypermodel)
+    study, _ = open_study(spec or load_spec(SMOKE), storage=storage_url, data_sha256=sha)
+    return study
 
 
 def test_new_study_records_its_protocol_and_starts_with_the_seed_network(storage_url: str) -> None:
@@ -143,19 +142,23 @@ def test_a_study_stored_before_rungs_and_tuned_recipes_is_refused_with_what_to_d
     ]
 
 
-def test_changed_data_or_search_space_is_refused(storage_url: str) -> None:
+def test_changed_data_or_search_space_is_refused(
+    storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     open_smoke(storage_url)
     with pytest.raises(StudyMismatchError, match="data_sha256=a{64}"):
         open_smoke(storage_url, sha="b" * 64)
 
-    class WiderSpace(CNNHyperModel):
-        def recipe(self, hp: Any) -> Any:
-            hp.Choice("momentum", [0.9, 0.99])
-            return super().recipe(hp)
+    # The space's code gains a hyperparameter between two runs.
+    recipe = CNNHyperModel.recipe
 
-    spec = load_spec(SMOKE)
+    def wider(self: CNNHyperModel, hp: Any) -> Any:
+        hp.Choice("momentum", [0.9, 0.99])
+        return recipe(self, hp)
+
+    monkeypatch.setattr(CNNHyperModel, "recipe", wider)
     with pytest.raises(StudyMismatchError, match="space_fingerprint"):
-        open_study(spec, storage=storage_url, data_sha256=SHA, hypermodel=WiderSpace(max_epochs=1))
+        open_smoke(storage_url)
 
 
 def test_a_resumed_run_does_not_replay_the_first_runs_random_draws(storage_url: str) -> None:
@@ -173,7 +176,7 @@ def test_a_resumed_run_does_not_replay_the_first_runs_random_draws(storage_url: 
     assert trial.suggest_float("x", 0, 1) not in draws
 
 
-class TinyHyperModel(CNNHyperModel):
+class TinyHyperModel(RecipeHyperModel):
     """A 7,850-weight net trained by the space's recipe hyperparameters; trains in a blink."""
 
     def __init__(self, *, scale: float = 1 / 255, max_epochs: int = 2) -> None:
@@ -202,7 +205,7 @@ def tiny_data(n: int = 200) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def tiny_objective(spec: StudySpec, hypermodel: CNNHyperModel | None = None) -> Any:
+def tiny_objective(spec: StudySpec, hypermodel: RecipeHyperModel | None = None) -> Any:
     x, y = tiny_data()
     data = [RungData(rung, x, y) for rung in spec.fidelity.ladder]
     return make_objective(
@@ -210,13 +213,28 @@ def tiny_objective(spec: StudySpec, hypermodel: CNNHyperModel | None = None) -> 
     )
 
 
-def test_a_trial_climbs_the_rungs_reporting_each_at_its_own_step() -> None:
+def test_a_trial_climbs_the_rungs_reporting_each_at_its_own_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[Recipe, int]] = []
+    train = recipes.train
+
+    def spy(model: Any, recipe: Recipe, x: np.ndarray, *args: Any, **kw: Any) -> Any:
+        calls.append((recipe, len(x)))
+        return train(model, recipe, x, *args, **kw)
+
+    monkeypatch.setattr(recipes, "train", spy)
     spec = spec_with(rungs=TWO_RUNGS, max_epochs=2)
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     study.enqueue_trial(TINY_RECIPE)
     study.optimize(tiny_objective(spec), n_trials=1)
     trial = study.trials[0]
     assert trial.state == TrialState.COMPLETE
+    # Each fold trains through the one training function, by the trial's own recipe at the
+    # rung's share of its epochs (`tuning export` trains through it too, on every image).
+    hp = OptunaHyperParameters(optuna.trial.FixedTrial(trial.params))  # type: ignore[arg-type]
+    recipe = TinyHyperModel().recipe(hp)
+    assert calls == [(recipe.scaled(0.5), 100), (recipe, 100), (recipe, 100)]
     # Rung 0 at step 1, rung 1 at step 3: the steps of successive halving with factor 3.
     assert sorted(trial.intermediate_values) == [1, 3]
     lower, upper = trial.user_attrs[TrialKey.RUNGS]
@@ -318,7 +336,8 @@ def test_auto_precision_is_resolved_once_when_the_study_is_created(
     study = open_run(auto, storage=storage_url, data=mnist_npz).study
     here = resolve_precision("auto", detect())
     assert here in ("float32", "mixed_bfloat16", "mixed_float16")
-    assert study.user_attrs["protocol"]["precision"] == here == study_precision(study)
+    assert study.user_attrs["protocol"]["precision"] == here
+    assert stored_protocol(study, remedy="").precision == here
 
     # As if a GPU machine had created it: `auto` resumes with what is stored, wherever it runs.
     protocol = {**study.user_attrs["protocol"], "precision": "mixed_float16"}
@@ -337,19 +356,17 @@ def test_a_mixed_precision_study_trains_and_scores_in_that_precision(
     storage_url: str, mnist_npz: Path, monkeypatch: pytest.MonkeyPatch, policy: str
 ) -> None:
     policies: list[str] = []
-    build = CNNHyperModel.build
+    fit = RecipeHyperModel.fit
 
-    def spy(self: CNNHyperModel, hp: Any) -> keras.Model:
-        model = build(self, hp)
+    def spy(self: RecipeHyperModel, hp: Any, model: keras.Model, *args: Any, **kw: Any) -> Any:
         conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
         policies.append(conv.dtype_policy.name)
-        return model
+        return fit(self, hp, model, *args, **kw)
 
-    monkeypatch.setattr(CNNHyperModel, "build", spy)
+    monkeypatch.setattr(RecipeHyperModel, "fit", spy)
     spec = spec_with(precision=policy, subset=200)
     study = run_study(spec, storage=storage_url, data=mnist_npz, n_trials=1)
     assert study.trials[0].state == TrialState.COMPLETE
     assert study.user_attrs["protocol"]["precision"] == policy
-    # One network per fold, in `policy`; the others built are float32 space descriptions.
-    assert policies.count(policy) == spec.fidelity.folds
-    assert set(policies) == {policy, "float32"}
+    # One network trained per fold, each in `policy`.
+    assert policies == [policy] * spec.fidelity.folds

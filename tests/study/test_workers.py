@@ -47,6 +47,14 @@ def study_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def small_study_file(tmp_path: Path) -> Path:
+    """Trials of a blink (2 folds of 100 images): what is tested is how workers share a study."""
+    path = tmp_path / "small.toml"
+    path.write_text(STUDY.format(name="workers", subset=200))
+    return path
+
+
 def worker(study_file: Path, url: str, data: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "tuning.cli", "worker", str(study_file), "--storage", url]
     cmd += ["--data", str(data), "--threads", "1", "--no-progress", *args]
@@ -77,9 +85,9 @@ def assert_exactly(url: str, name: str, count: int) -> list[optuna.trial.FrozenT
 
 
 def test_two_workers_share_one_sqlite_study_without_duplicates(
-    study_file: Path, mnist_npz: Path, storage_url: str
+    small_study_file: Path, mnist_npz: Path, storage_url: str
 ) -> None:
-    procs = [worker(study_file, storage_url, mnist_npz, "--trials", "2") for _ in range(2)]
+    procs = [worker(small_study_file, storage_url, mnist_npz, "--trials", "2") for _ in range(2)]
     finish(*procs)
     assert_exactly(storage_url, "workers", 4)
 
@@ -99,7 +107,11 @@ def running_trial(db: Path) -> int | None:
 
 
 def test_a_killed_worker_leaves_no_running_trial_and_its_trial_is_retried(
-    study_file: Path, mnist_npz: Path, tmp_path: Path
+    study_file: Path,
+    mnist_npz: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     db = tmp_path / "studies.db"
     url = f"sqlite:///{db}"
@@ -113,7 +125,10 @@ def test_a_killed_worker_leaves_no_running_trial_and_its_trial_is_retried(
     victim.communicate(timeout=30)
     time.sleep(4)  # longer than the grace period of 3 heartbeats
 
-    finish(worker(study_file, url, mnist_npz, "--trials", "1", **beat))
+    # The next worker (here, in this process) fails the dead trial and retries it.
+    monkeypatch.setenv("TUNING_HEARTBEAT_SECONDS", "1")
+    args = ["--storage", url, "--data", str(mnist_npz), "--trials", "1", "--no-progress"]
+    assert main(["worker", str(study_file), *args]) == 0, capsys.readouterr().err
     study = optuna.load_study(study_name="workers", storage=url)
     by_number = {t.number: t for t in study.trials}
     assert by_number[killed].state == TrialState.FAIL
@@ -135,7 +150,7 @@ def pg_study_file(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     url = postgres_url()
     name = f"workers_{os.getpid()}_{int(time.time())}"
     path = tmp_path / "pg.toml"
-    path.write_text(STUDY.format(name=name, subset=1000))
+    path.write_text(STUDY.format(name=name, subset=200))
     yield path, name
     optuna.delete_study(study_name=name, storage=url)
 
@@ -217,16 +232,10 @@ def test_a_study_name_reused_by_another_study_file_is_refused(
 ) -> None:
     from tuning.images.mnist import file_sha256
     from tuning.study.config import load_spec
-    from tuning.study.run import open_study
-    from tuning.study.space import CNNHyperModel
+    from tuning.study.create import open_study
 
     spec = load_spec(study_file)
-    open_study(
-        spec,
-        storage=storage_url,
-        data_sha256=file_sha256(mnist_npz),
-        hypermodel=CNNHyperModel(max_epochs=1),
-    )
+    open_study(spec, storage=storage_url, data_sha256=file_sha256(mnist_npz))
     other = tmp_path / "other.toml"
     other.write_text(STUDY.format(name="workers", subset=2000))
     code = main(["worker", str(other), "--storage", storage_url, "--data", str(mnist_npz)])

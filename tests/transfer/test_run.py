@@ -3,12 +3,10 @@ published with cards, plots and artifacts; its model names letters in `tuning pr
 
 from __future__ import annotations
 
+import ast
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import optuna
@@ -19,16 +17,19 @@ from tests.conftest import ROOT
 from tests.letters import write_letters
 from tests.transfer.conftest import TINY_SPACE
 from tuning.artifacts import DASHBOARD_TRIAL_ARTIFACT_PREFIX
-from tuning.cli import main
+from tuning.cli import main, transfer_summary
 from tuning.device import detect
 from tuning.errors import StudyMismatchError
 from tuning.images.mnist import file_sha256
+from tuning.images.preprocess import prepare_image
 from tuning.memory import release_memory
-from tuning.model.card import CARD_FILE
+from tuning.model.card import ModelCard, TransferCard
 from tuning.model.file import load_model_file
 from tuning.training.cv import wilson_interval
-from tuning.transfer.run import run_transfer
+from tuning.transfer.card import TransferDetails
+from tuning.transfer.run import TransferResult, run_transfer
 from tuning.transfer.search import Search
+from tuning.typed_json import from_json, to_json
 
 CLASSES = ["alpha", "beta", "gamma"]
 
@@ -37,8 +38,9 @@ CLASSES = ["alpha", "beta", "gamma"]
 class Published:
     out: Path
     storage: str
-    card: dict[str, Any]
+    card: TransferDetails
     messages: list[str]
+    result: TransferResult
 
 
 @pytest.fixture(scope="module")
@@ -60,20 +62,39 @@ def published(base_dir: Path, letters: Path, tmp_path_factory: pytest.TempPathFa
         log=messages.append,
     )
     assert result.out_dir == folder / "greek_model"
-    card = json.loads((result.out_dir / "transfer_card.json").read_text())
-    return Published(result.out_dir, storage, card, messages)
+    return Published(result.out_dir, storage, result.card, messages, result)
+
+
+def module_imports(module: str) -> set[str]:
+    """Every `tuning` module that importing `module` imports, read from the module-level import
+    statements of the package's source (imports inside functions and under TYPE_CHECKING run
+    later or never)."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        parents = [".".join(parts[:i]) for i in range(1, len(parts))]
+        path = ROOT.joinpath(*parts)
+        source = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        if name in seen or not source.is_file():
+            continue
+        seen.add(name)
+        todo += parents
+        for node in ast.parse(source.read_text()).body:
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names if alias.name.startswith("tuning")]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tuning"):
+                todo.append(str(node.module))
+                todo += [f"{node.module}.{alias.name}" for alias in node.names]
+    return seen
 
 
 def test_transfer_does_not_load_the_export_pipeline() -> None:
     """Transfer reads an exported model through its card; it never needs the code that made it."""
-    check = (
-        "import sys, tuning.transfer; "
-        "print(sorted(m for m in sys.modules if m.startswith(('tuning.export', 'tuning.study'))))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    assert done.stdout.strip() == "[]"
+    loaded = module_imports("tuning.transfer")
+    assert {"tuning.transfer.run", "tuning.model.card", "tuning.training.cv"} <= loaded
+    assert sorted(m for m in loaded if m.startswith(("tuning.export", "tuning.study"))) == []
 
 
 def test_the_published_folder_holds_the_model_its_cards_and_plots(published: Published) -> None:
@@ -95,26 +116,49 @@ def test_the_card_names_its_base_its_classes_and_its_files(
     published: Published, base_dir: Path
 ) -> None:
     card = published.card
-    assert card["study"] == "tiny-letters-alpha-beta-gamma"
-    assert card["base"]["sha256"] == file_sha256(base_dir / "model.keras")
-    assert (card["base"]["study"], card["base"]["trial"]) == ("tiny", 3)
-    assert card["class_names"] == CLASSES
-    assert set(card["params"]) == {"learning_rate", "epochs", "augment", "unfreeze"}
-    assert card["sha256"]["model"] == file_sha256(published.out / "model.keras")
-    assert card["training"]["device"] == detect().describe()
-    model_card = json.loads((published.out / CARD_FILE).read_text())
-    assert model_card["class_names"] == CLASSES
+    # The card on disk is the card returned.
+    on_disk = json.loads((published.out / "transfer_card.json").read_text())
+    assert on_disk == to_json(card) and from_json(TransferDetails, on_disk) == card
+    assert card.study == "tiny-letters-alpha-beta-gamma"
+    assert card.base.sha256 == file_sha256(base_dir / "model.keras")
+    assert (card.base.study, card.base.trial) == ("tiny", 3)
+    assert card.class_names == CLASSES
+    assert set(card.params or {}) == {"learning_rate", "epochs", "augment", "unfreeze"}
+    assert card.sha256 == {"model": file_sha256(published.out / "model.keras")}
+    assert card.training is not None and card.training.device == detect().describe()
+    model_card = ModelCard.read(published.out / "model.keras")
+    assert isinstance(model_card, TransferCard) and model_card.class_names == CLASSES
+    assert model_card.details == "transfer_card.json" and model_card.base == card.base
+    assert card.cv is not None and model_card.cv is not None
+    assert model_card.cv.accuracy == card.cv.accuracy
+
+
+def test_the_command_line_summary_gives_the_score_its_interval_and_the_choice(
+    published: Published,
+) -> None:
+    card = published.card
+    assert card.cv is not None and card.tuning is not None
+    low, high = card.cv.interval.low, card.cv.interval.high
+    assert transfer_summary(published.result).splitlines()[:3] == [
+        f"Transferred {card.base.path} to alpha, beta, gamma: {published.out}/",
+        f"  nested-CV accuracy {card.cv.accuracy:.3f} ({card.cv.correct}/18), 95% Wilson "
+        f"interval {low:.3f} to {high:.3f}",
+        f"  study '{card.study}', best trial #{card.tuning.best_trial}: {card.params}",
+    ]
 
 
 def test_the_nested_cv_score_counts_every_image_once_with_its_wilson_interval(
     published: Published,
 ) -> None:
-    cv = published.card["cv"]
-    counts = np.array(cv["confusion"]["counts"])
-    assert cv["images"] == counts.sum() == 18 and cv["correct"] == np.trace(counts)
-    assert (cv["interval"]["low"], cv["interval"]["high"]) == wilson_interval(cv["correct"], 18)
-    assert len(cv["outer_folds"]) == 2
-    assert published.card["protocol"]["summary"].startswith("Nested cross-validation")
+    cv = published.card.cv
+    assert cv is not None
+    counts = np.array(cv.confusion.counts)
+    assert cv.images == counts.sum() == 18 and cv.correct == np.trace(counts)
+    assert (cv.interval.low, cv.interval.high) == wilson_interval(cv.correct, 18)
+    assert sum(f.held_out for f in cv.outer_folds) == 18 and len(cv.outer_folds) == 2
+    # Pooled, the outer folds' accuracies make the nested-CV accuracy.
+    assert sum(f.accuracy * f.held_out for f in cv.outer_folds) == pytest.approx(cv.correct)
+    assert published.card.protocol.summary.startswith("Nested cross-validation")
 
 
 def test_the_transfer_study_sits_in_the_storage_with_its_note_and_artifacts(
@@ -123,14 +167,14 @@ def test_the_transfer_study_sits_in_the_storage_with_its_note_and_artifacts(
     from optuna_dashboard import get_note
 
     card = published.card
-    study = optuna.load_study(study_name=card["study"], storage=published.storage)
+    study = optuna.load_study(study_name=card.study, storage=published.storage)
     assert len(study.trials) == 2 and study.trials[0].user_attrs["baseline"]
     assert study.trials[0].params == {k["name"]: k["default"] for k in TINY_SPACE}
-    assert study.best_trial.number == card["tuning"]["best_trial"]
+    assert card.tuning is not None and study.best_trial.number == card.tuning.best_trial
     assert study.user_attrs["protocol"]["classes"] == CLASSES
     assert study.metric_names == ["CV log loss"]  # the dashboard's charts say what is minimised
     note = get_note(study)
-    assert "Nested-CV accuracy" in note and card["base"]["sha256"] in note
+    assert "Nested-CV accuracy" in note and card.base.sha256 in note
     attached = [
         json.loads(v)["filename"]
         for k, v in study._storage.get_study_system_attrs(study._study_id).items()
@@ -143,13 +187,17 @@ def test_the_transfer_study_sits_in_the_storage_with_its_note_and_artifacts(
 def test_predict_names_letters_with_the_transferred_model(
     published: Published, letters: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The letter is made MNIST-like, as in training, and each output is named by the card."""
     letter = letters / "beta" / "beta_000.png"
     assert main(["predict", str(published.out / "model.keras"), str(letter), "--json"]) == 0
     predicted = json.loads(capsys.readouterr().out)[0]
-    top = predicted["top"]
-    assert predicted["label"] == top[0]["label"] in set(CLASSES)
-    chances = [t["probability"] for t in top]
-    assert chances == sorted(chances, reverse=True) and sum(chances) == pytest.approx(1, abs=1e-3)
+    model = load_model_file(published.out / "model.keras")
+    expected = model.predict(prepare_image(letter)[None, ..., None], verbose=0)[0]
+    release_memory()
+    assert [t["label"] for t in predicted["top"]] == [CLASSES[i] for i in expected.argsort()[::-1]]
+    chances = [t["probability"] for t in predicted["top"]]
+    assert chances == pytest.approx(sorted(expected.tolist(), reverse=True), abs=1e-6)
+    assert predicted["label"] == predicted["top"][0]["label"]
 
 
 def test_another_class_list_under_the_same_study_name_is_refused_before_training(
@@ -161,7 +209,7 @@ def test_another_class_list_under_the_same_study_name_is_refused_before_training
             data=letters,
             classes=["alpha", "beta"],
             storage=published.storage,
-            study_name=published.card["study"],
+            study_name=published.card.study,
             out=tmp_path / "other",
         )
     assert not (tmp_path / "other").exists()

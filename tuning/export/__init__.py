@@ -1,7 +1,10 @@
-"""Export: pick a study's trial (`selection`), retrain it on every training image by its own
-recipe, test it once beside the seed network and publish the model with its card (`pipeline`)."""
+"""Export, in steps: plan it (`plan`: which trial of which study, on which data, under which
+protocol; `selection` picks the trial), retrain the trial on every training image by its own
+recipe (`retrain`), test it once and report (`report`), and publish the model with its card
+(`pipeline`, through `tuning.publish.Publication`), beside the seed-network baseline."""
 
 from tuning.export.pipeline import ExportResult, export_study
-from tuning.export.selection import ExportRecord, load_exportable_study
+from tuning.export.plan import ExportPlan, plan_export
+from tuning.export.selection import load_exportable_study
 
-__all__ = ["ExportRecord", "ExportResult", "export_study", "load_exportable_study"]
+__all__ = ["ExportPlan", "ExportResult", "export_study", "load_exportable_study", "plan_export"]

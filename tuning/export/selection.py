@@ -4,42 +4,24 @@ the record of each export kept on the study (so the baseline is trained once, no
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuning.errors import ExportError
 from tuning.images.dataset import Images
-from tuning.records import PROTOCOL_VERSION, StudyKey, TrialKey, check_protocol, space_fingerprint
+from tuning.protocol import Protocol
+from tuning.records import ExportRecord, StudyKey, TrialKey, space_fingerprint
 from tuning.storage import open_storage, redact, resolve_storage_url, study_names
 from tuning.study.config import StudySpec
+from tuning.study.create import stored_protocol
 from tuning.study.hypermodels import make_hypermodel
+from tuning.study.recipe_hypermodel import RecipeHyperModel
 from tuning.study.rungs import SCORED_STATES, best_at_highest_rung, rung_scores
 from tuning.study.space import describe_space
 
 DEFAULT_MODELS = Path("storage/models")
-
-
-@dataclass(frozen=True)
-class ExportRecord:
-    """What an export of one trial scored on the test set, kept on the study so that later
-    exports can set their winner beside the baseline without training it again."""
-
-    trial: int
-    test_accuracy: float | None  # None: the data has no test split
-    test_errors: int | None
-    test_images: int
-    epoch_scale: float
-    data_sha256: str
-    out: str
-    created: str
-
-    @classmethod
-    def from_attr(cls, value: dict[str, Any]) -> ExportRecord:
-        return cls(**{f.name: value[f.name] for f in dataclasses.fields(cls)})
 
 
 def stored_export(
@@ -112,33 +94,41 @@ def load_exportable_study(
     return study, best
 
 
-def check_compatible(study: optuna.Study, spec: StudySpec, train: Images) -> dict[str, Any]:
-    """The study's stored protocol, once its trials are known to be rebuildable: same protocol
-    version, training data file and search-space code.
+def check_compatible(
+    study: optuna.Study, spec: StudySpec, train: Images
+) -> tuple[Protocol, RecipeHyperModel]:
+    """The study's stored protocol, once its trials are known to be rebuildable (same protocol
+    version, training data and search-space code), and the HyperModel that rebuilds them, in
+    the precision they were scored in.
 
     Raises:
         StudyMismatchError: the study predates this protocol, or the data file or the search
             space differ from the study's.
     """
-    protocol = dict(study.user_attrs.get(StudyKey.PROTOCOL) or {})
-    subject = f"study '{spec.name}'"
     remedy = (
         f"export a study made by this tuning from this data (give {spec.path} a new [study] "
         "name and run it), or pass the study's own data file"
     )
-    check_protocol(protocol, {"protocol_version": PROTOCOL_VERSION}, study=subject, remedy=remedy)
+    protocol = stored_protocol(study, remedy=remedy)
     hypermodel = make_hypermodel(
         spec,
         input_shape=train.input_shape,
         num_classes=train.num_classes,
-        max_epochs=int(protocol["max_epochs"]),
+        precision=protocol.precision,
+        max_epochs=protocol.max_epochs,
     )
-    expected = {
-        "data_sha256": train.sha256,
-        "space_fingerprint": space_fingerprint(describe_space(hypermodel)),
-    }
-    check_protocol(protocol, expected, study=subject, remedy=remedy)
-    return protocol
+    here = dataclasses.replace(
+        protocol,
+        data_sha256=train.sha256,
+        space_fingerprint=space_fingerprint(describe_space(hypermodel)),
+    )
+    here.check(
+        protocol,
+        study=f"study '{spec.name}'",
+        remedy=remedy,
+        only=("data_sha256", "space_fingerprint"),
+    )
+    return protocol, hypermodel
 
 
 def baseline_trial(study: optuna.Study) -> FrozenTrial | None:

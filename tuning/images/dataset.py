@@ -14,7 +14,6 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from tuning.errors import DataError
 from tuning.images.folder import Skipped, load_image_folder
 from tuning.images.mnist import Split, file_sha256, load_mnist
 from tuning.images.preprocess import CHARACTERS, RESIZE
+from tuning.typed_json import OMIT_NONE
 
 MNIST = "mnist"
 DIGITS = [str(d) for d in range(10)]
@@ -63,6 +63,22 @@ def resolve_source(
 
 
 @dataclass(frozen=True)
+class InputConvention:
+    """How a picture becomes the input of a model trained on some images (a model card's
+    `input`): pictures of single characters are made MNIST-like (`CHARACTERS`, light ink on
+    dark), other images resized to `shape` with their colours kept (`RESIZE`)."""
+
+    shape: tuple[int, ...] = (28, 28, 1)
+    range: str = "0..255"
+    ink: str | None = field(default="light on dark", metadata=OMIT_NONE)
+    preprocess: str = CHARACTERS
+
+    @property
+    def resizes(self) -> bool:
+        return self.preprocess == RESIZE
+
+
+@dataclass(frozen=True)
 class Images:
     """One split: `x` (N, H, W, C) uint8, `y` (N,) int64 labels in 0..len(class_names)-1."""
 
@@ -85,13 +101,11 @@ class Images:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def input_convention(self) -> dict[str, Any]:
-        """How a picture becomes the input of a model trained on these images (the card's
-        `input`)."""
-        convention: dict[str, Any] = {"shape": list(self.input_shape), "range": "0..255"}
+    def input_convention(self) -> InputConvention:
+        """How a picture becomes the input of a model trained on these images."""
         if self.characters:
-            return {**convention, "ink": "light on dark", "preprocess": CHARACTERS}
-        return {**convention, "preprocess": RESIZE}
+            return InputConvention(shape=self.input_shape)
+        return InputConvention(shape=self.input_shape, ink=None, preprocess=RESIZE)
 
 
 def load_images(
@@ -120,6 +134,19 @@ def load_images(
     if source.kind == "folder":
         return _load_folder(source.path, split, names)
     return _load_npz(source.path, split, names)
+
+
+def load_training(source: DataSource, *, class_names: Sequence[str] | None = None) -> Images:
+    """The training split of `source` (the test split is never read here); `class_names` as
+    for `load_images`.
+
+    Raises:
+        DataError: the source is missing or malformed, or has no training split.
+    """
+    images = load_images(source, split="train", class_names=class_names)
+    if images is None:  # every source has a training split, or says why not
+        raise DataError(f"{source.describe()}: no training split", param="data")
+    return images
 
 
 def _load_folder(root: Path, split: Split, names: list[str] | None) -> Images | None:
@@ -172,22 +199,8 @@ def _check_arrays(
     x: np.ndarray, y: np.ndarray, names: list[str] | None, *, where: str
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(N, H, W, C) uint8 images with C in 1 or 3, and labels in 0..classes-1."""
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[-1] not in CHANNELS or min(x.shape[1:3], default=0) < 1:
-        raise DataError(
-            f"{where}: images must be (N, H, W) or (N, H, W, C) with C = 1 or 3. "
-            f"Received: shape {x.shape}"
-        )
-    if x.dtype != np.uint8:
-        raise DataError(f"{where}: images must be uint8 (0..255). Received: dtype {x.dtype}")
-    if y.ndim == 2 and y.shape[1] == 1:  # CIFAR's (N, 1) labels
-        y = y[:, 0]
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or len(y) != len(x) or not len(y):
-        raise DataError(
-            f"{where}: labels must be one integer per image (class indices, not one-hot). "
-            f"Received: {len(x)} images, labels of shape {y.shape} and dtype {y.dtype}"
-        )
+    x = _check_images(x, where=where)
+    y = _check_labels(y, len(x), where=where)
     classes = len(names) if names is not None else int(y.max()) + 1
     if y.min() < 0 or y.max() >= classes:
         raise DataError(
@@ -197,3 +210,27 @@ def _check_arrays(
     if classes < 2:
         raise DataError(f"{where}: a classifier needs at least 2 classes. Received: 1 class")
     return x, y.astype(np.int64), names if names is not None else [str(i) for i in range(classes)]
+
+
+def _check_images(x: np.ndarray, *, where: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in CHANNELS or min(x.shape[1:3], default=0) < 1:
+        raise DataError(
+            f"{where}: images must be (N, H, W) or (N, H, W, C) with C = 1 or 3. "
+            f"Received: shape {x.shape}"
+        )
+    if x.dtype != np.uint8:
+        raise DataError(f"{where}: images must be uint8 (0..255). Received: dtype {x.dtype}")
+    return x
+
+
+def _check_labels(y: np.ndarray, images: int, *, where: str) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] == 1:  # CIFAR's (N, 1) labels
+        y = y[:, 0]
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or len(y) != images or not len(y):
+        raise DataError(
+            f"{where}: labels must be one integer per image (class indices, not one-hot). "
+            f"Received: {images} images, labels of shape {y.shape} and dtype {y.dtype}"
+        )
+    return y

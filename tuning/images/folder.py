@@ -12,6 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -125,30 +126,10 @@ def load_image_folder(
     skipped: list[Skipped] = []
     digest = hashlib.sha256()
     for label, name in enumerate(chosen):
-        files = sorted(
-            p for p in (root / name).iterdir() if p.is_file() and not p.name.startswith(".")
-        )
-        used = 0
-        for path in files:
-            try:
-                image = _read_checked(path, min_side)
-                prepared = prepare_image(image)
-            except ImageError as exc:
-                skipped.append(Skipped(path, _reason(exc, path)))
-                continue
-            images.append(prepared)
-            labels.append(label)
-            paths.append(path)
-            digest.update(f"{name}/{path.name}\0".encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-            used += 1
-        if used == 0:
-            mine = [str(s) for s in skipped if s.path.parent == root / name]
-            left_out = f"; skipped: {', '.join(mine)}" if mine else ""
-            raise DataError(
-                f"{root / name}: no usable image for class '{name}'; expected PNG or JPEG files "
-                f"of at least {min_side}x{min_side} px. Received: {len(files)} file(s)" + left_out
-            )
+        used = _read_class(root / name, min_side, digest, skipped)
+        images += [image for _, image in used]
+        paths += [path for path, _ in used]
+        labels += [label] * len(used)
     return ImageFolder(
         x=np.stack(images),
         y=np.asarray(labels, dtype=np.int64),
@@ -158,6 +139,36 @@ def load_image_folder(
         sha256=digest.hexdigest(),
         skipped=skipped,
     )
+
+
+def _read_class(
+    folder: Path, min_side: int, digest: Any, skipped: list[Skipped]
+) -> list[tuple[Path, np.ndarray]]:
+    """The usable images of one class folder, prepared; the files used go into `digest`, the
+    ones skipped into `skipped`.
+
+    Raises:
+        DataError: the folder has no usable image.
+    """
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    used = []
+    for path in files:
+        try:
+            prepared = prepare_image(_read_checked(path, min_side))
+        except ImageError as exc:
+            skipped.append(Skipped(path, _reason(exc, path)))
+            continue
+        used.append((path, prepared))
+        digest.update(f"{folder.name}/{path.name}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    if not used:
+        mine = [str(s) for s in skipped if s.path.parent == folder]
+        left_out = f"; skipped: {', '.join(mine)}" if mine else ""
+        raise DataError(
+            f"{folder}: no usable image for class '{folder.name}'; expected PNG or JPEG files "
+            f"of at least {min_side}x{min_side} px. Received: {len(files)} file(s)" + left_out
+        )
+    return used
 
 
 def _read_checked(path: Path, min_side: int) -> Image.Image:

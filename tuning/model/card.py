@@ -1,6 +1,8 @@
 """The model card, `model_card.json` beside every published `model.keras`: what the network is,
-what its outputs mean and how it was made. `ModelCard` is the only way a card is written (export,
-transfer) or read (transfer's base check, predict's class names)."""
+what its outputs mean, how it was made and how well it did. An export writes an `ExportCard`, a
+transfer a `TransferCard`, both built from the small typed records below; `ModelCard.read`
+reads either, and every card written since card version 1. Nothing else reads a card's JSON.
+"""
 
 from __future__ import annotations
 
@@ -10,110 +12,153 @@ from pathlib import Path
 from typing import Any
 
 from tuning.errors import ModelError
-from tuning.publish import write_json
+from tuning.images.dataset import InputConvention
+from tuning.protocol import PROTOCOL_VERSION, Protocol
+from tuning.records import ExportRecord
+from tuning.training.cv import Interval
+from tuning.training.recipe import Recipe
+from tuning.typed_json import RecordError, from_json, to_json, write_json
 
 CARD_FILE = "model_card.json"
-CARD_VERSION = 3  # 3: written by ModelCard, with `kind` (2: export cards, 1: transfer cards)
+CARD_VERSION = 3  # 3: typed cards with `kind` (2: export cards, 1: transfer cards)
 KINDS = ("export", "transfer")
-# How a picture becomes the network's input (`tuning.images.preprocess.prepare_image` does it).
-INPUT_CONVENTION: dict[str, Any] = {
-    "shape": [28, 28, 1],
-    "range": "0..255",
-    "ink": "light on dark",
-    "preprocess": "tuning.images.preprocess.prepare_image",
-}
-_CORE = ("card_version", "kind", "study", "trial", "params", "class_names", "cv", "sha256")
+# The JSON's first and last keys; a kind's own sections stand between them.
+_HEAD = ("card_version", "kind", "study", "trial", "params", "class_names", "cv", "sha256")
 _TAIL = ("input", "versions", "created")
+
+
+@dataclass(frozen=True)
+class TestScore:
+    """The one evaluation of an export on its data's test split."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    accuracy: float
+    loss: float
+    errors: int
+    images: int
+
+
+@dataclass(frozen=True)
+class BaselineComparison(ExportRecord):
+    """The baseline's stored export beside this model: `errors_saved` is the baseline's test
+    errors minus this model's (negative: this model makes more)."""
+
+    errors_saved: int
+
+
+@dataclass(frozen=True)
+class CVSummary:
+    """The exported trial's cross-validation score at the highest rung it reached, under the
+    study's `protocol`."""
+
+    rung: int
+    mean: float
+    std: float | None = None
+    folds: list[float] | None = None
+    rung_scores: dict[str, float] = field(default_factory=dict)
+    protocol: Protocol | None = None
+    train_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """How the exported model was trained: `recipe` is the trial's own (None: the HyperModel's
+    own fit chose how), on `images` training images, seeded by `seed`, on `device`."""
+
+    images: int
+    recipe: Recipe | None
+    epoch_scale: float
+    seed: int
+    final_loss: float
+    final_accuracy: float
+    seconds: float
+    device: str
+
+
+@dataclass(frozen=True)
+class HeldOutScore:
+    """A transfer's accuracy on images held out by nested CV, its interval and its protocol."""
+
+    accuracy: float
+    interval: Interval
+    protocol: str
+
+
+@dataclass(frozen=True)
+class BaseRecord:
+    """The exported model a transfer froze: its file, sha256, study, trial and test accuracy."""
+
+    path: str
+    sha256: str
+    study: str | None = None
+    trial: int | None = None
+    test_accuracy: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelCard:
-    """A published model's card. `sections` holds what only one kind has (an export's `test`,
-    `baseline` and `training`; a transfer's `base` and `details`), written as top-level keys.
+    """What every card says: which trial of which study made the network, what its outputs are
+    (`class_names`; None: the digits 0-9), how a picture becomes its input, and provenance.
     Every field may be missing from a card someone wrote by hand; `tuning` writes them all."""
 
+    card_version: int = CARD_VERSION
     kind: str = "export"
     study: str | None = None
     trial: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    class_names: list[str] | None = None  # None: the outputs are the digits 0-9
-    cv: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] | None = None
     sha256: dict[str, str] = field(default_factory=dict)  # "model": the hex sha256 of model.keras
+    input: InputConvention = field(default_factory=InputConvention)
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
-    sections: dict[str, Any] = field(default_factory=dict)
-    input: dict[str, Any] = field(default_factory=lambda: dict(INPUT_CONVENTION))
-    card_version: int = CARD_VERSION
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}. Received: {self.kind!r}")
-        clash = sorted(set(self.sections) & {*_CORE, *_TAIL})
-        if clash:
-            raise ValueError(f"sections must not repeat a card field. Received: {clash[0]!r}")
 
     @property
     def model_sha256(self) -> str | None:
-        value = self.sha256.get("model")
-        return value if isinstance(value, str) else None
+        return self.sha256.get("model")
 
     def to_dict(self) -> dict[str, Any]:
-        """The card as JSON-ready data: its fields, then its sections, then input and versions."""
-        head = {name: getattr(self, name) for name in _CORE}
-        return {**head, **self.sections, **{name: getattr(self, name) for name in _TAIL}}
+        """The card as JSON data: the common fields, then the kind's sections, then input,
+        versions and created."""
+        data = dict(to_json(self))
+        head = {name: data.pop(name) for name in _HEAD if name in data}
+        tail = {name: data.pop(name) for name in _TAIL}
+        return {**head, **data, **tail}
 
     def write(self, folder: Path) -> Path:
         """Write `folder/model_card.json`; returns its path."""
         return write_json(folder / CARD_FILE, self.to_dict())
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: Path) -> ModelCard:
-        """A card from its JSON data; cards of versions 1 and 2 read too.
+    @staticmethod
+    def from_dict(data: dict[str, Any], *, source: Path) -> ExportCard | TransferCard:
+        """The card of `data` (its `kind`: an export's or a transfer's).
 
         Raises:
-            ModelError: a field is missing or of the wrong type, naming `source` and the field.
+            ModelError: a field is of the wrong type, naming `source` and the field.
         """
-
-        def check(name: str, kind: type, expected: str) -> Any:
-            value = data.get(name)
-            if value is not None and (
-                not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
-            ):
-                raise ModelError(f"{source}: '{name}' must be {expected}. Received: {value!r:.80}")
-            return value
-
-        names = check("class_names", list, "a list of class names (one per model output)")
-        if names is not None and not all(isinstance(n, str) for n in names):
-            raise ModelError(
-                f"{source}: 'class_names' must be a list of strings (one per model output). "
-                f"Received: {names!r:.80}"
-            )
-        kind = data.get("kind", "export")  # version 2 cards were all exports
+        data = _upgrade(data)
+        kind = data.get("kind")
         if kind not in KINDS:
             raise ModelError(
                 f"{source}: 'kind' must be one of {', '.join(KINDS)}. Received: {kind!r:.40}"
             )
-        return cls(
-            kind=kind,
-            study=check("study", str, "the study's name"),
-            trial=check("trial", int, "a trial number"),
-            params=dict(check("params", dict, "the trial's hyperparameters") or {}),
-            class_names=None if names is None else list(names),
-            cv=dict(check("cv", dict, "a table of CV figures") or {}),
-            sha256=dict(check("sha256", dict, "{'model': HEX, ...}") or {}),
-            versions=dict(check("versions", dict, "a table of versions") or {}),
-            created=str(data.get("created", "")),
-            sections={k: v for k, v in data.items() if k not in (*_CORE, *_TAIL)},
-            input=dict(check("input", dict, "a table") or INPUT_CONVENTION),
-            card_version=int(check("card_version", int, "an integer") or 1),
-        )
+        try:
+            if kind == "transfer":
+                return from_json(TransferCard, data)
+            return from_json(ExportCard, data)
+        except RecordError as exc:
+            raise ModelError(f"{source}: {exc}") from None
 
-    @classmethod
-    def read(cls, model_path: str | Path) -> ModelCard | None:
+    @staticmethod
+    def read(model_path: str | Path) -> ExportCard | TransferCard | None:
         """The card beside a model file, or None if there is none.
 
         Raises:
-            ModelError: the card exists but is not a readable JSON object with the card fields.
+            ModelError: the card exists but is not a readable JSON object of a card.
         """
         path = Path(model_path).with_name(CARD_FILE)
         if not path.is_file():
@@ -124,4 +169,51 @@ class ModelCard:
             raise ModelError(f"{path}: not a readable JSON model card ({exc})") from None
         if not isinstance(data, dict):
             raise ModelError(f"{path}: a model card must be a JSON object. Received: {data!r:.60}")
-        return cls.from_dict(data, source=path)
+        return ModelCard.from_dict(data, source=path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportCard(ModelCard):
+    """The card of `tuning export`: the trial's CV score, the one test score, the baseline beside
+    it, how the model was trained, and where everything went."""
+
+    kind: str = "export"
+    cv: CVSummary | None = None
+    study_file: str | None = None
+    storage: str | None = None
+    seed_network: bool = False
+    test: TestScore | None = None  # None: the data has no test split
+    baseline: BaselineComparison | None = None
+    training: TrainingRecord | None = None
+    param_count: int | None = None
+    data: str | None = None
+    files: list[str] = field(default_factory=list)
+    artifacts: dict[str, str] = field(default_factory=dict)  # file name -> id, before the card's
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferCard(ModelCard):
+    """The card of `tuning transfer` that `tuning predict` reads; `details` names the full
+    transfer card beside it (`tuning.transfer.report.TransferDetails`)."""
+
+    kind: str = "transfer"
+    cv: HeldOutScore | None = None
+    base: BaseRecord | None = None
+    details: str | None = None
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """Cards of earlier versions in today's form: version 2 cards were all exports and named a
+    HyperModel's own fit by a sentence; a protocol of another version is not today's record."""
+    data = {"kind": "export", "card_version": 1, **data}
+    training = data.get("training")
+    if isinstance(training, dict) and isinstance(training.get("recipe"), str):
+        data["training"] = {**training, "recipe": None}
+    cv = data.get("cv")
+    if (
+        isinstance(cv, dict)
+        and isinstance(cv.get("protocol"), dict)
+        and cv["protocol"].get("protocol_version") != PROTOCOL_VERSION
+    ):
+        data["cv"] = {**cv, "protocol": None}
+    return data

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from tuning.errors import ModelError
-from tuning.images.preprocess import RESIZE, prepare_image, resize_image
+from tuning.images.preprocess import prepare_image, resize_image
 from tuning.model.card import ModelCard
 from tuning.model.file import class_names, load_model_file
 
@@ -43,7 +43,7 @@ def _inputs(model: Any, images: Sequence[str | Path], path: Path) -> np.ndarray:
         )
     height, width, channels = (int(n) for n in shape[1:])
     card = ModelCard.read(path)
-    resize = card.input.get("preprocess") == RESIZE if card else (height != width or channels != 1)
+    resize = card.input.resizes if card else (height != width or channels != 1)
     if resize:
         return np.stack(
             [resize_image(i, height=height, width=width, channels=channels) for i in images]

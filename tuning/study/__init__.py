@@ -1,11 +1,15 @@
-"""A study: the study file (`config`), the search space (`space`, a KerasTuner HyperModel, or
-the study file's own: `hypermodels`), the rungs a trial climbs (`rungs`), the objective that
-scores a trial by k-fold CV (`objective`), running, resuming and batching it (`run`, `workers`,
-`progress`, `note`), and scoring a whole search by nested CV (`nested`)."""
+"""A study: the study file (`config`), what it tries (`space`, the built-in CNN, or the study
+file's own HyperModel: `hypermodels`; both share the tuned training recipe of
+`recipe_hypermodel`), the rungs a trial climbs (`rungs`), the objective that scores a trial by
+k-fold CV (`objective`), its sampler and pruner (`sampling`), its first trials (`baseline`),
+creating or resuming it (`create`), running and batching it (`run`, `workers`, `progress`,
+`note`), and scoring a whole search by nested CV (`nested`)."""
 
-from tuning.study.config import Rung, StudySpec, load_spec
+from tuning.study.config import StudySpec, load_spec
+from tuning.study.create import open_study
 from tuning.study.hypermodels import UserHyperModel, make_hypermodel
 from tuning.study.nested import NestedScore, nested_score
+from tuning.study.recipe_hypermodel import RecipeHyperModel
 from tuning.study.run import StudyRun, open_run, run_study
 from tuning.study.rungs import best_at_highest_rung, rung_correlations
 from tuning.study.space import CNNHyperModel, describe_space
@@ -13,7 +17,7 @@ from tuning.study.space import CNNHyperModel, describe_space
 __all__ = [
     "CNNHyperModel",
     "NestedScore",
-    "Rung",
+    "RecipeHyperModel",
     "StudyRun",
     "StudySpec",
     "UserHyperModel",
@@ -23,6 +27,7 @@ __all__ = [
     "make_hypermodel",
     "nested_score",
     "open_run",
+    "open_study",
     "run_study",
     "rung_correlations",
 ]

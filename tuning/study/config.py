@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from tuning.errors import ConfigError
-from tuning.records import PROTOCOL_VERSION
+from tuning.images.dataset import DataSource, resolve_source
+from tuning.protocol import Protocol, Rung
 
 SAMPLERS = ("tpe", "random")
 # Pruners that decide which trials climb the fidelity rungs (`tuning.study.rungs`).
 PRUNERS = ("successive_halving", "hyperband", "median", "none")
-# What a stored study's scores mean. Version 2: rungs of growing fidelity, each scored by the
-# trial's own training recipe (tuning.training.recipe). A study stored under another version
-# is refused.
 # Keras dtype policies a model can be built with. mixed_bfloat16 (bfloat16 compute, float32
 # weights) needs a CPU with AVX512-BF16 or AMX to be fast; mixed_float16 a GPU with tensor cores.
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -26,31 +24,6 @@ POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 PRECISIONS = (*POLICIES, "auto")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HYPERMODEL = re.compile(r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class Rung:
-    """One step of the fidelity ladder: k-fold CV on a stratified `subset` of the training
-    images, stopping after the first `run_folds` folds (default: all `folds`), with the trial's
-    recipe run for `epoch_scale` times its epochs. Its score is the mean over the folds run."""
-
-    subset: int | None  # None: every training image
-    folds: int
-    run_folds: int | None = None
-    epoch_scale: float = 1.0
-
-    @property
-    def folds_run(self) -> int:
-        return self.run_folds or self.folds
-
-    def describe(self) -> str:
-        folds = (
-            f"{self.folds}-fold"
-            if self.folds_run == self.folds
-            else (f"{self.folds_run} of {self.folds} folds")
-        )
-        images = "all" if self.subset is None else f"{self.subset:,}"
-        return f"{folds} CV on {images} images, epochs x {self.epoch_scale:g}"
 
 
 @dataclass(frozen=True)
@@ -147,40 +120,30 @@ class StudySpec:
         """The spec with its subsets resolved against `count` training images."""
         return dataclasses.replace(self, fidelity=self.fidelity.for_images(count))
 
-    def protocol(self) -> dict[str, Any]:
-        """What every trial's score depends on; a stored study must match it to be resumed.
+    def protocol(self, *, precision: str, data_sha256: str, space_fingerprint: str) -> Protocol:
+        """The protocol of this study file's trials in `precision` (what "auto" became), on the
+        data of `data_sha256`, over the space of `space_fingerprint`."""
+        return Protocol(
+            rungs=self.fidelity.ladder,
+            max_epochs=self.fidelity.max_epochs,
+            seed=self.seed,
+            precision=precision,
+            hypermodel=self.space.hypermodel,
+            class_names=self.data.class_names,
+            data_sha256=data_sha256,
+            space_fingerprint=space_fingerprint,
+        )
 
-        Keys added after studies were first stored have their old behaviour as the default in
-        `PROTOCOL_DEFAULTS`: compare through `resumable_protocol`, which fills them in.
-        """
-        protocol: dict[str, Any] = {
-            "protocol_version": PROTOCOL_VERSION,
-            "rungs": [dataclasses.asdict(rung) for rung in self.fidelity.ladder],
-            "max_epochs": self.fidelity.max_epochs,
-            "seed": self.seed,
-            "precision": self.fidelity.precision,
-        }
-        # Only when set, so that MNIST studies of the built-in space keep their protocol.
-        if self.space.hypermodel:
-            protocol["hypermodel"] = self.space.hypermodel
-        if self.data.class_names:
-            protocol["class_names"] = list(self.data.class_names)
-        return protocol
+    def data_source(self, override: str | Path | None = None) -> DataSource:
+        """Where `[data] source` points (relative to the study file), or `override` (a path
+        given on the command line) in its place."""
+        return resolve_source(self.data.source, base=self.path.parent, override=override)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration, with defaults filled in (saved next to artifacts)."""
         out = dataclasses.asdict(self)
         out["path"] = str(self.path)
         return out
-
-
-# Protocol keys newer than some stored studies, and what those studies implicitly used.
-PROTOCOL_DEFAULTS: dict[str, Any] = {"precision": "float32"}
-
-
-def resumable_protocol(protocol: dict[str, Any]) -> dict[str, Any]:
-    """`protocol` with the keys it predates filled in, so an old study and a new file compare."""
-    return {**PROTOCOL_DEFAULTS, **protocol}
 
 
 # key -> (python types accepted, check, what was expected)
@@ -297,12 +260,40 @@ def _rung(path: Path, index: int, table: Any) -> Rung:
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a study file.
+    """Read and validate a study file; what it leaves out takes the dataclasses' defaults.
 
     Raises:
         ConfigError: the file is missing, is not TOML, or has unknown keys or bad values.
     """
     path = Path(path)
+    tables = _read_tables(path)
+    study = tables["study"]
+    data = tables["data"]
+    if "class_names" in data:
+        data["class_names"] = tuple(data["class_names"])
+    name = study.pop("name", path.stem)
+    if "enqueue" in study:
+        study["enqueue"] = tuple(study["enqueue"])
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"{path}: 'study.name' defaults to the file name, which must be "
+            f"letters, digits, '_', '.' or '-'. Received: {name!r}"
+        )
+    return StudySpec(
+        name=name,
+        path=path,
+        **study,
+        fidelity=_fidelity(path, tables["fidelity"]),
+        search=Search(**tables["search"]),
+        budget=Budget(**tables["budget"]),
+        export=ExportSettings(**tables["export"]),
+        data=DataSettings(**data),
+        space=SpaceSettings(**tables["space"]),
+    )
+
+
+def _read_tables(path: Path) -> dict[str, dict[str, Any]]:
+    """Every table of the study file, checked key by key against `_SCHEMA`."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -311,7 +302,6 @@ def load_spec(path: str | Path) -> StudySpec:
         raise ConfigError(f"{path}: cannot read study file ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-
     tables_expected = [t for t in _SCHEMA if "." not in t]
     unknown = sorted(set(raw) - set(tables_expected))
     if unknown:
@@ -319,42 +309,18 @@ def load_spec(path: str | Path) -> StudySpec:
             f"{path}: unknown table or key '{unknown[0]}'; expected tables: "
             f"{', '.join(tables_expected)}"
         )
-    tables = {s: _check_table(path, s, raw.get(s, {})) for s in tables_expected}
-    fidelity = tables["fidelity"]
-    if "rungs" in fidelity:
-        fidelity["rungs"] = tuple(
-            _rung(path, i, raw_rung) for i, raw_rung in enumerate(fidelity["rungs"])
-        )
-        both = sorted({"subset", "folds"} & set(fidelity))
-        if both:
-            raise ConfigError(
-                f"{path}: give either 'fidelity.{both[0]}' (one rung) or [[fidelity.rungs]], "
-                "not both"
-            )
-    study = tables["study"]
-    spec = StudySpec(
-        name=study.get("name", path.stem),
-        path=path,
-        seed=study.get("seed", 42),
-        enqueue_seed=study.get("enqueue_seed", True),
-        enqueue=tuple(study.get("enqueue", ())),
-        fidelity=Fidelity(**fidelity),
-        search=Search(**tables["search"]),
-        budget=Budget(**tables["budget"]),
-        export=ExportSettings(**tables["export"]),
-        data=DataSettings(
-            source=tables["data"].get("source", "mnist"),
-            class_names=tuple(tables["data"]["class_names"])
-            if "class_names" in tables["data"]
-            else None,
-        ),
-        space=SpaceSettings(**tables["space"]),
-    )
-    if "rungs" not in fidelity:
-        _check_rung_size(path, "fidelity", spec.fidelity.ladder[0])
-    if not _NAME.match(spec.name):
+    return {s: _check_table(path, s, raw.get(s, {})) for s in tables_expected}
+
+
+def _fidelity(path: Path, table: dict[str, Any]) -> Fidelity:
+    if "rungs" not in table:
+        fidelity = Fidelity(**table)
+        _check_rung_size(path, "fidelity", fidelity.ladder[0])
+        return fidelity
+    both = sorted({"subset", "folds"} & set(table))
+    if both:
         raise ConfigError(
-            f"{path}: 'study.name' defaults to the file name, which must be "
-            f"letters, digits, '_', '.' or '-'. Received: {spec.name!r}"
+            f"{path}: give either 'fidelity.{both[0]}' (one rung) or [[fidelity.rungs]], not both"
         )
-    return spec
+    rungs = tuple(_rung(path, i, raw_rung) for i, raw_rung in enumerate(table["rungs"]))
+    return Fidelity(**{**table, "rungs": rungs})

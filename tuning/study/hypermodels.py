@@ -2,7 +2,7 @@
 study file's `[space] hypermodel = "module.path:Name"` (or `"file.py:Name"`, relative to the
 study file): a `keras_tuner.HyperModel` subclass or instance, or a plain `build(hp)` function.
 
-The user's network is trained by the study's tuned recipe (`tuning.study.space.recipe_space`)
+The user's network is trained by the study's tuned recipe (`tuning.study.recipe_hypermodel`)
 unless their HyperModel defines its own `fit`. The study file names code that is imported and
 run here, in the study's process; nothing else (the dashboard included) imports it.
 """
@@ -23,6 +23,7 @@ import numpy as np
 
 from tuning.errors import ConfigError
 from tuning.study.config import StudySpec
+from tuning.study.recipe_hypermodel import RecipeHyperModel
 from tuning.study.space import CNNHyperModel
 
 
@@ -33,7 +34,7 @@ def make_hypermodel(
     num_classes: int,
     precision: str = "float32",
     max_epochs: int | None = None,
-) -> CNNHyperModel:
+) -> RecipeHyperModel:
     """The study's HyperModel for images of `input_shape` in `num_classes` classes, its recipes
     capped at `max_epochs` (default: the study file's; export passes the stored study's).
 
@@ -73,21 +74,31 @@ def make_hypermodel(
     )
 
 
-class UserHyperModel(CNNHyperModel):
+class UserHyperModel(RecipeHyperModel):
     """The user's network (`target.build(hp)` or `target(hp)`), checked against the data, with
-    the built-in training recipe, or with the target's own `fit` if it defines one."""
+    the study's training recipe, or with the target's own `fit` if it defines one."""
 
-    def __init__(self, target: Any, *, where: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        target: Any,
+        *,
+        where: str,
+        max_epochs: int,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        precision: str = "float32",
+    ) -> None:
+        super().__init__(
+            max_epochs=max_epochs,
+            num_classes=num_classes,
+            input_shape=input_shape,
+            precision=precision,
+        )
         self.target = target
         self.where = where
         self.own_fit = isinstance(target, kt.HyperModel) and type(target).fit is not (
             kt.HyperModel.fit
         )
-
-    def build(self, hp: Any) -> keras.Model:
-        """The user's model; recompiled with the trial's recipe unless the target fits itself."""
-        return super().build(hp) if not self.own_fit else self._make_under_policy(hp)
 
     def _make_model(self, hp: Any) -> keras.Model:
         try:
@@ -136,7 +147,7 @@ class UserHyperModel(CNNHyperModel):
             )
 
     def fit(self, hp: Any, model: keras.Model, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> Any:
-        """The recipe's training (`CNNHyperModel.fit`), or the target's own `fit`, which gets
+        """The recipe's training (`RecipeHyperModel.fit`), or the target's own `fit`, which gets
         integer labels, `validation_data` and `callbacks` and chooses its epochs itself."""
         if not self.own_fit:
             return super().fit(hp, model, x, y, **kwargs)
@@ -151,13 +162,6 @@ class UserHyperModel(CNNHyperModel):
             probs = model.predict(validation[0], batch_size=512, verbose=0)
             history.history["val_accuracy"] = [float(np.mean(probs.argmax(1) == validation[1]))]
         return history
-
-    def defaults(self) -> dict[str, Any]:
-        """The baseline trial's parameters: every hyperparameter's default."""
-        hp = kt.HyperParameters()
-        self.build(hp)
-        keras.backend.clear_session()
-        return dict(hp.values)
 
 
 def _load(ref: str, folder: Path, where: str) -> Any:

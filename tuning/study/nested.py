@@ -23,23 +23,17 @@ import optuna
 
 from tuning.errors import TrainingDivergedError, TuningError
 from tuning.hp import OptunaHyperParameters
-from tuning.images.dataset import Images
+from tuning.images.dataset import Images, load_training
 from tuning.memory import release_memory
 from tuning.records import library_versions
+from tuning.study.baseline import enqueue_first_trials, starting_points
 from tuning.study.config import StudySpec
 from tuning.study.hypermodels import make_hypermodel
-from tuning.study.objective import make_objective
-from tuning.study.run import (
-    enqueue_first_trials,
-    make_pruner,
-    make_sampler,
-    rung_data,
-    starting_points,
-    training_images,
-)
+from tuning.study.objective import make_objective, rung_data
 from tuning.study.rungs import best_at_highest_rung
+from tuning.study.sampling import make_pruner, make_sampler
 from tuning.study.space import describe_space
-from tuning.training.cv import fold_indices, wilson_interval
+from tuning.training.cv import FoldResult, nested_cv, wilson_interval
 
 LogFn = Callable[[str], None]
 
@@ -56,7 +50,7 @@ class NestedScore:
     outer_folds: int
     trials: int
     seconds: float
-    folds: list[dict[str, Any]] = field(default_factory=list)
+    folds: list[FoldResult] = field(default_factory=list)
 
     @property
     def accuracy(self) -> float:
@@ -79,38 +73,31 @@ def nested_score(
         TuningError: fewer than 2 outer folds, or a class too small to fill them.
         DataError, ConfigError: as for `tuning study`.
     """
-    say = log or (lambda _message: None)
     if not 2 <= outer_folds <= 20:
         raise TuningError(
             f"must be in 2..20. Received: outer_folds={outer_folds}", param="outer_folds"
         )
-    _, images = training_images(spec, data, class_names=class_names)
+    images = load_training(spec.data_source(data), class_names=class_names or spec.data.class_names)
     n_trials = trials or spec.budget.trials
-    predicted = np.full(len(images.y), -1)
-    folds: list[dict[str, Any]] = []
     start = time.perf_counter()
-    splits = fold_indices(images.y, folds=outer_folds, seed=spec.seed + 1)
     with tempfile.TemporaryDirectory(prefix="tuning-nested-") as artifacts:
-        for fold, (train_idx, held_idx) in enumerate(splits):
-            begun = time.perf_counter()
-            chosen, labels = _search_and_predict(
+
+        def fit_predict(
+            fold: int, train_idx: np.ndarray, held_idx: np.ndarray
+        ) -> tuple[np.ndarray, dict[str, Any]]:
+            return _search_and_predict(
                 spec, images, train_idx, held_idx, trials=n_trials, artifacts=Path(artifacts)
             )
-            predicted[held_idx] = labels
-            accuracy = float(np.mean(labels == images.y[held_idx]))
-            folds.append(
-                {
-                    "held_out": len(held_idx),
-                    "accuracy": accuracy,
-                    "params": chosen,
-                    "seconds": round(time.perf_counter() - begun, 1),
-                }
-            )
-            say(
-                f"  outer fold {fold + 1}/{outer_folds}: accuracy {accuracy:.3f} on "
-                f"{len(held_idx)} held-out images ({folds[-1]['seconds']:.0f} s)"
-            )
-    correct = int(np.sum(predicted == images.y))
+
+        result = nested_cv(
+            images.y,
+            folds=outer_folds,
+            seed=spec.seed + 1,
+            num_classes=images.num_classes,
+            fit_predict=fit_predict,
+            log=log,
+        )
+    correct = result.correct(images.y)
     return NestedScore(
         study=spec.name,
         class_names=images.class_names,
@@ -120,7 +107,7 @@ def nested_score(
         outer_folds=outer_folds,
         trials=n_trials,
         seconds=round(time.perf_counter() - start, 1),
-        folds=folds,
+        folds=result.folds,
     )
 
 
@@ -132,8 +119,9 @@ def _search_and_predict(
     *,
     trials: int,
     artifacts: Path,
-) -> tuple[dict[str, Any], np.ndarray]:
-    """The study's search on one outer training part; its winner's labels for the held part."""
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The study's search on one outer training part; its winner's probabilities for the held
+    part, and the winner's parameters."""
     x, y = images.x[train_idx], images.y[train_idx]
     fold_spec = spec.for_images(len(y))
     hypermodel = make_hypermodel(
@@ -163,4 +151,4 @@ def _search_and_predict(
         probs = model.predict(images.x[held_idx], batch_size=512, verbose=0)
     finally:
         release_memory()
-    return dict(best.params), np.asarray(probs).argmax(axis=1)
+    return np.asarray(probs, dtype=np.float64), dict(best.params)

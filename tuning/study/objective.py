@@ -14,13 +14,16 @@ import numpy as np
 import optuna
 
 from tuning.artifacts import artifact_store
-from tuning.errors import TrainingDivergedError
+from tuning.errors import DataError, TrainingDivergedError
 from tuning.hp import OptunaHyperParameters
+from tuning.images.dataset import Images
+from tuning.images.mnist import stratified_subset
+from tuning.protocol import Rung
 from tuning.records import TrialKey
-from tuning.study.config import Rung, StudySpec
+from tuning.study.config import StudySpec
 from tuning.study.curves import attach_curves
+from tuning.study.recipe_hypermodel import RecipeHyperModel
 from tuning.study.rungs import RungRecord, rung_step
-from tuning.study.space import CNNHyperModel
 from tuning.training.cv import CVResult, cross_validate
 
 ProgressFn = Callable[[str], None]
@@ -35,8 +38,30 @@ class RungData:
     y: np.ndarray
 
 
+def rung_data(spec: StudySpec, images: Images) -> list[RungData]:
+    """Each rung's stratified subset of `images` (a rung without a subset takes them all).
+
+    Raises:
+        DataError: a class has fewer images than a rung has folds.
+    """
+    out = []
+    for rung in spec.for_images(len(images.y)).fidelity.ladder:
+        size = rung.subset or len(images.y)
+        x, y = stratified_subset(images.x, images.y, size=size, seed=spec.seed)
+        counts = {name: int((y == i).sum()) for i, name in enumerate(images.class_names)}
+        short = {name: n for name, n in counts.items() if n < rung.folds}
+        if short:
+            name, count = next(iter(short.items()))
+            raise DataError(
+                f"class '{name}' has {count} image(s) in a rung of {rung.folds}-fold CV; each "
+                "class needs at least one image per fold (lower the rung's folds or add images)"
+            )
+        out.append(RungData(rung, x, y))
+    return out
+
+
 def make_objective(
-    hypermodel: CNNHyperModel,
+    hypermodel: RecipeHyperModel,
     data: Sequence[RungData],
     *,
     spec: StudySpec,
@@ -96,7 +121,7 @@ def make_objective(
 
 def _score_rung(
     trial: optuna.Trial,
-    hypermodel: CNNHyperModel,
+    hypermodel: RecipeHyperModel,
     hp: OptunaHyperParameters,
     rung_data: RungData,
     index: int,
@@ -133,7 +158,11 @@ def _climbs_every_rung(trial: optuna.Trial) -> bool:
 
 
 def _record(
-    index: int, result: CVResult, hypermodel: CNNHyperModel, hp: OptunaHyperParameters, rung: Rung
+    index: int,
+    result: CVResult,
+    hypermodel: RecipeHyperModel,
+    hp: OptunaHyperParameters,
+    rung: Rung,
 ) -> RungRecord:
     return RungRecord(
         rung=index,

@@ -105,32 +105,51 @@ def summary(
         f"Trials: {len(trials)} — {counts[TrialState.COMPLETE]} complete, "
         f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed",
     ]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = best_at_highest_rung(trials)
     if best is None:
         lines.append("No trial has finished a rung yet: run the same command again to continue.")
         return "\n".join(lines)
     rungs = len((study.user_attrs.get(StudyKey.PROTOCOL) or {}).get("rungs") or [])
-    reached = [sum(highest_rung(t) >= r for t in trials) for r in range(rungs)]
-    if rungs > 1:
-        lines.append("Trials per rung: " + ", ".join(f"{r}: {n}" for r, n in enumerate(reached)))
-        lines += [f"  {c.describe()}" for c in rung_correlations(trials, rungs=rungs)]
+    lines += _rung_lines(trials, rungs)
     lines.append(
         f"Best: trial #{best.number} at rung {highest_rung(best)}, CV accuracy {cv_line(best)}"
     )
+    lines += _baseline_lines(trials)
+    lines += _best_lines(best)
+    lines.append(f"Next: tuning export {study_file}   |   tuning dashboard")
+    return "\n".join(lines)
+
+
+def _rung_lines(trials: list[FrozenTrial], rungs: int) -> list[str]:
+    """How many trials reached each rung, and how well each rung predicted the next."""
+    if rungs <= 1:
+        return []
+    reached = [sum(highest_rung(t) >= r for t in trials) for r in range(rungs)]
+    return [
+        "Trials per rung: " + ", ".join(f"{r}: {n}" for r, n in enumerate(reached)),
+        *(f"  {c.describe()}" for c in rung_correlations(trials, rungs=rungs)),
+    ]
+
+
+def _baseline_lines(trials: list[FrozenTrial]) -> list[str]:
+    complete = (t for t in trials if t.state == TrialState.COMPLETE)
     baseline = next((t for t in complete if t.user_attrs.get(TrialKey.BASELINE)), None)
-    if baseline is not None:
-        name = str(baseline.user_attrs.get(TrialKey.BASELINE) or "seed network")
-        lines.append(f"{name[0].upper()}{name[1:]} (trial #{baseline.number}): {cv_line(baseline)}")
+    if baseline is None:
+        return []
+    name = str(baseline.user_attrs.get(TrialKey.BASELINE) or "seed network")
+    return [f"{name[0].upper()}{name[1:]} (trial #{baseline.number}): {cv_line(baseline)}"]
+
+
+def _best_lines(best: FrozenTrial) -> list[str]:
+    """The best trial's size, training time and parameters."""
     extra = []
     if TrialKey.PARAM_COUNT in best.user_attrs:
         extra.append(f"{best.user_attrs[TrialKey.PARAM_COUNT]:,} weights")
     if TrialKey.TRAIN_SECONDS in best.user_attrs:
         extra.append(f"{best.user_attrs[TrialKey.TRAIN_SECONDS]:.0f} s training")
-    if extra:
-        lines.append("  " + ", ".join(extra))
-    lines.append("Parameters:")
     width = max(len(k) for k in best.params)
-    lines += [f"  {k:<{width}}  {_fmt(v)}" for k, v in best.params.items()]
-    lines.append(f"Next: tuning export {study_file}   |   tuning dashboard")
-    return "\n".join(lines)
+    return [
+        *(["  " + ", ".join(extra)] if extra else []),
+        "Parameters:",
+        *(f"  {k:<{width}}  {_fmt(v)}" for k, v in best.params.items()),
+    ]

@@ -1,40 +1,28 @@
-"""The search space, written once as a KerasTuner HyperModel: the network AND its training recipe.
+"""The built-in search space, a KerasTuner HyperModel: the CNN here, its training recipe from
+`tuning.study.recipe_hypermodel`, which every study's HyperModel shares.
 
 `build(hp)` answers "what network to try" and `recipe(hp)` "how to train it"; both run unchanged
-with KerasTuner's `HyperParameters` and with `tuning.hp.OptunaHyperParameters`. `fit` trains a
-built model by that recipe through `tuning.training.recipe.train`, the one training function
-that trials and `tuning export` share. Every hyperparameter defaults to the seed network of the
-student project
+with KerasTuner's `HyperParameters` and with `tuning.hp.OptunaHyperParameters`. Every
+hyperparameter defaults to the seed network of the student project
 (Conv32-Pool-Conv64-Conv64-Pool-Dense100-Dense10, Adam, batch 32) with the recipe that
 export used before recipes were tuned: 15 epochs, cosine decay, rotation 10, shift and zoom 0.1.
+Also here: `describe_space` and `check_params`, which read any HyperModel's space.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import keras
 import keras_tuner as kt
-import numpy as np
 
-from tuning.study.config import POLICIES
-from tuning.training import recipe as recipes
-from tuning.training.recipe import OPTIMIZERS, SCHEDULES, Recipe
+from tuning.study.recipe_hypermodel import SEED_EPOCHS, RecipeHyperModel
 
 MAX_CONV_BLOCKS = 3
 FILTERS = (16, 32, 48, 64, 96, 128)
 DENSE_UNITS = (64, 100, 128, 256, 512)
-BATCH_SIZES = (32, 64, 128, 256)
 DOWNSAMPLING = ("maxpool", "strided")  # 2x2 max-pool after a block, or its last conv at stride 2
 HEADS = ("flatten", "gap")  # flatten the last feature map, or global average pooling
-# Decoupled: each step shrinks weights by learning_rate x weight_decay (AdamW-style values).
-WEIGHT_DECAYS = (0.0, 0.005, 0.02, 0.05)
-LABEL_SMOOTHINGS = (0.0, 0.05, 0.1)
-ROTATIONS = (0, 5, 10, 15)
-SHIFTS = (0.0, 0.05, 0.1, 0.15)
-ZOOMS = (0.0, 0.05, 0.1, 0.15)
-SEED_EPOCHS = 15
 
 SEED_PARAMS: dict[str, Any] = {
     "conv_blocks": 2,
@@ -67,49 +55,11 @@ def seed_params(max_epochs: int) -> dict[str, Any]:
     return {**SEED_PARAMS, "epochs": min(SEED_EPOCHS, max_epochs)}
 
 
-def epoch_range(max_epochs: int) -> tuple[int, int]:
-    """The epochs a recipe may ask for: from a third of `max_epochs` (never above the seed's 15)
-    to `max_epochs`, so that no trial is a waste of a few epochs."""
-    return max(1, min(SEED_EPOCHS, max_epochs // 3)), max_epochs
-
-
-class CNNHyperModel(kt.HyperModel):
+class CNNHyperModel(RecipeHyperModel):
     """Conv blocks (1-2 convs, optional batch norm, max-pool or strided, optional dropout) ->
     flatten or global average pooling -> dense -> softmax, for 28x28x1 images in 0..255."""
 
-    def __init__(
-        self,
-        *,
-        max_epochs: int = SEED_EPOCHS,
-        num_classes: int = 10,
-        input_shape: tuple[int, int, int] = (28, 28, 1),
-        precision: str = "float32",
-    ) -> None:
-        super().__init__(name="cnn")
-        if precision not in POLICIES:
-            raise ValueError(f"precision must be one of {', '.join(POLICIES)}: {precision!r}")
-        if max_epochs < 1:
-            raise ValueError(f"max_epochs must be >= 1. Received: max_epochs={max_epochs}")
-        self.max_epochs = max_epochs
-        self.num_classes = num_classes
-        self.input_shape = input_shape
-        self.precision = precision
-
-    def build(self, hp: Any) -> keras.Model:
-        """The network for `hp`, made under the `precision` dtype policy and compiled with its
-        recipe (`fit` compiles it again once the number of steps is known)."""
-        model = self._make_under_policy(hp)
-        recipes.compile_model(model, self.recipe(hp))
-        return model
-
-    def _make_under_policy(self, hp: Any) -> keras.Model:
-        """`_make_model(hp)` under the `precision` dtype policy, restored afterwards."""
-        previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.precision)
-        try:
-            return self._make_model(hp)
-        finally:
-            keras.config.set_dtype_policy(previous)
+    baseline_label = "seed network"
 
     def _make_model(self, hp: Any) -> keras.Model:  # not `_build`: KerasTuner uses that name
         blocks = hp.Int("conv_blocks", 1, MAX_CONV_BLOCKS, default=SEED_PARAMS["conv_blocks"])
@@ -163,55 +113,9 @@ class CNNHyperModel(kt.HyperModel):
         )(x)
         return keras.Model(inputs, outputs, name="cnn")
 
-    def recipe(self, hp: Any) -> Recipe:
-        """How `hp`'s network is trained: the recipe hyperparameters of the space."""
-        return recipe_space(hp, self.max_epochs)
-
     def defaults(self) -> dict[str, Any]:
         """The baseline trial's parameters: the seed network with its recipe."""
         return seed_params(self.max_epochs)
-
-    def fit(
-        self,
-        hp: Any,
-        model: keras.Model,
-        x: np.ndarray,
-        y: np.ndarray,
-        *,
-        epoch_scale: float = 1.0,
-        epochs: int | None = None,
-        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-        callbacks: list[keras.callbacks.Callback] | None = None,
-        seed: int | None = None,
-        **_: Any,
-    ) -> keras.callbacks.History:
-        """Train `model` by `hp`'s recipe with its epochs times `epoch_scale` (`epochs`, which
-        KerasTuner's Hyperband passes, replaces them). Other Keras `fit` options are ignored:
-        the recipe decides batching, shuffling and verbosity."""
-        recipe = self.recipe(hp).scaled(epoch_scale)
-        if epochs is not None:
-            recipe = dataclasses.replace(recipe, epochs=epochs)
-        return recipes.train(
-            model, recipe, x, y, validation_data=validation_data, callbacks=callbacks, seed=seed
-        )
-
-
-def recipe_space(hp: Any, max_epochs: int) -> Recipe:
-    """The training recipe's hyperparameters, declared through `hp` (KerasTuner's or Optuna's),
-    as a `Recipe`: the half of the space every HyperModel trained by the recipe shares."""
-    low, high = epoch_range(max_epochs)
-    return Recipe(
-        epochs=hp.Int("epochs", low, high, default=min(SEED_EPOCHS, high)),
-        batch_size=hp.Choice("batch_size", list(BATCH_SIZES), default=32),
-        optimizer=hp.Choice("optimizer", list(OPTIMIZERS), default="adam"),
-        learning_rate=hp.Float("learning_rate", 1e-4, 3e-2, sampling="log", default=1e-3),
-        schedule=hp.Choice("schedule", list(SCHEDULES), default="cosine"),
-        weight_decay=hp.Choice("weight_decay", list(WEIGHT_DECAYS), default=0.0),
-        label_smoothing=hp.Choice("label_smoothing", list(LABEL_SMOOTHINGS), default=0.0),
-        rotation=hp.Choice("rotation", list(ROTATIONS), default=10),
-        shift=hp.Choice("shift", list(SHIFTS), default=0.1),
-        zoom=hp.Choice("zoom", list(ZOOMS), default=0.1),
-    )
 
 
 def describe_space(hypermodel: kt.HyperModel) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Stratified k-fold scoring of a Keras model-building function. Knows nothing of Optuna.
+"""Stratified k-fold scoring of a Keras model-building function, and the nested-CV loop that
+scores a whole search. Knows nothing of Optuna.
 
 The same splits are used for every trial (they depend only on the labels, k and the seed), and
 each fold starts from the same random seed, so two configurations are compared on equal terms.
@@ -24,6 +25,13 @@ EpochFn = Callable[[int, int, float], None]
 """Called as `on_epoch(fold, epoch, val_accuracy)` after every epoch; may raise to stop."""
 FoldFn = Callable[[int, float], None]
 """Called as `on_fold(fold, val_accuracy)` after every fold; may raise to stop."""
+
+
+FitPredictFn = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, dict[str, Any]]]
+"""Called as `fit_predict(fold, train_idx, held_idx)` for each outer fold of a nested CV: tunes
+and trains on `train_idx` only; returns the class probabilities of `held_idx` and the chosen
+parameters."""
+LogFn = Callable[[str], None]
 
 
 FitFn = Callable[..., Any]
@@ -140,6 +148,73 @@ def _train_fold(
     seconds = time.perf_counter() - start
     logs = {key: [float(v) for v in values] for key, values in history.history.items()}
     return logs, model.count_params(), seconds
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interval:
+    """A confidence interval for an accuracy: `low` to `high` at `level`, by `method`."""
+
+    method: str = "wilson"
+    level: float = 0.95
+    low: float
+    high: float
+
+    @classmethod
+    def wilson(cls, correct: int, n: int, level: float = 0.95) -> Interval:
+        """The Wilson score interval of `correct / n` (`wilson_interval`)."""
+        low, high = wilson_interval(correct, n, level)
+        return cls(level=level, low=low, high=high)
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """One outer fold of a nested CV: how many images it held out, the accuracy on them, the
+    parameters its own search chose, and the seconds it took."""
+
+    held_out: int
+    accuracy: float
+    params: dict[str, Any]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class NestedResult:
+    """Held-out class probabilities of every image (N, classes), each from a model whose tuning
+    and training never saw it, and what each outer fold did."""
+
+    probs: np.ndarray
+    folds: list[FoldResult]
+
+    def correct(self, y: np.ndarray) -> int:
+        return int(np.sum(self.probs.argmax(axis=1) == y))
+
+
+def nested_cv(
+    y: np.ndarray,
+    *,
+    folds: int,
+    seed: int,
+    num_classes: int,
+    fit_predict: FitPredictFn,
+    log: LogFn | None = None,
+) -> NestedResult:
+    """The nested-CV loop: split `y` into `folds` stratified outer folds (seeded by `seed`); for
+    each, `fit_predict` searches and trains on the other folds and predicts the held-out one.
+    `log` gets one line per outer fold."""
+    probs = np.zeros((len(y), num_classes))
+    results = []
+    for fold, (train_idx, held_idx) in enumerate(fold_indices(y, folds=folds, seed=seed)):
+        start = time.perf_counter()
+        probs[held_idx], params = fit_predict(fold, train_idx, held_idx)
+        accuracy = float(np.mean(probs[held_idx].argmax(axis=1) == y[held_idx]))
+        seconds = round(time.perf_counter() - start, 1)
+        results.append(FoldResult(len(held_idx), accuracy, dict(params), seconds))
+        if log is not None:
+            log(
+                f"  outer fold {fold + 1}/{folds}: accuracy {accuracy:.3f} on "
+                f"{len(held_idx)} held-out images ({seconds:.0f} s)"
+            )
+    return NestedResult(probs, results)
 
 
 def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

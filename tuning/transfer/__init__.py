@@ -1,6 +1,6 @@
 """Transfer: freeze an exported network, give it a new N-way head (`model`), tune the head's
-recipe (`space`, a HyperModel) by nested cross-validation (`search`), and train, report and
-publish it (`run`, `report`).
+recipe (`space`, a HyperModel) by nested cross-validation (`search`) in a study of its own
+(`study`), and train, report and publish it (`run`, `card`, `report`).
 
 It depends on the model card and the image code, never on the export pipeline."""
 

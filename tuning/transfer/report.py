@@ -1,5 +1,5 @@
-"""What a transfer run reports: the grid of held-out predictions, the
-dashboard note of the transfer study and the model card `tuning predict` reads."""
+"""What a transfer run shows: the grid of held-out predictions and the dashboard note of the
+transfer study (its cards are `tuning.transfer.card`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tuning.figures import DPI, MISTAKE
-from tuning.model.card import ModelCard
 from tuning.notes import space_table
+from tuning.transfer.card import NestedCV, TransferDetails, TuningSummary
 
 
 def prediction_grid(
@@ -68,32 +68,32 @@ def _fmt_params(params: Mapping[str, Any]) -> str:
     )
 
 
-def transfer_note(card: Mapping[str, Any], space: list[dict[str, Any]], command: str) -> str:
+def transfer_note(card: TransferDetails, space: list[dict[str, Any]], command: str) -> str:
     """Markdown for the transfer study's dashboard note, from its (possibly partial) card."""
-    base = card["base"]
+    base, data, protocol = card.base, card.data, card.protocol
     rows: list[Mapping[str, Any]] = list(space)
     lines = [
-        f"## {card['study']}",
+        f"## {card.study}",
         "",
         "Written by `tuning transfer` on every run; edits made here are replaced on the next run.",
         "",
         "### Base network",
         "",
-        f"- `{base['path']}`, sha256 `{base['sha256']}` (checked against its card)",
-        f"- from study **{base.get('study')}**, trial **#{base.get('trial')}**; frozen, its last "
+        f"- `{base.path}`, sha256 `{base.sha256}` (checked against its card)",
+        f"- from study **{base.study}**, trial **#{base.trial}**; frozen, its last "
         "layer replaced by a new softmax over the classes below",
         "",
         "### Data",
         "",
-        f"- `{card['data']['root']}`: "
-        + ", ".join(f"{k} {v}" for k, v in card["data"]["counts"].items())
-        + f" images; sha256 of the files used `{card['data']['sha256'][:16]}…`",
+        f"- `{data.root}`: "
+        + ", ".join(f"{k} {v}" for k, v in data.counts.items())
+        + f" images; sha256 of the files used `{data.sha256[:16]}…`",
         "",
         "### Protocol",
         "",
-        card["protocol"]["summary"],
+        protocol.summary,
         "",
-        f"- **Trials here:** each is scored by {card['protocol']['inner_folds']}-fold stratified "
+        f"- **Trials here:** each is scored by {protocol.inner_folds}-fold stratified "
         "CV on all images; the objective is the held-out log loss (lower is better; with a few "
         "held-out images accuracy moves in big steps and ties). Accuracy is the user attribute "
         "`cv_accuracy`.",
@@ -102,40 +102,24 @@ def transfer_note(card: Mapping[str, Any], space: list[dict[str, Any]], command:
         "",
         space_table(rows),
     ]
-    cv = card.get("cv")
-    if cv:
-        low, high = cv["interval"]["low"], cv["interval"]["high"]
-        lines += [
-            "",
-            "### Result",
-            "",
-            f"- **Nested-CV accuracy: {cv['accuracy']:.3f}** ({cv['correct']}/{cv['images']}), "
-            f"95% Wilson interval **{low:.3f} to {high:.3f}**",
-            f"- Chosen configuration (best trial #{card['tuning']['best_trial']}): "
-            f"{_fmt_params(card['params'])}",
-            f"- Its score in this study, {card['tuning']['best_cv_accuracy']:.3f}, is optimistic: "
-            "it was picked on those same folds.",
-        ]
+    if card.cv is not None and card.tuning is not None:
+        lines += ["", *_result_section(card.cv, card.tuning, card.params or {})]
     lines += ["", "### Reproduce", "", "```", command, "```"]
     return "\n".join(lines) + "\n"
 
 
-def model_card(card: Mapping[str, Any], details: str) -> ModelCard:
-    """The card `tuning predict` reads (class names) for a transfer, from its full card;
-    `details` names that full card beside it."""
-    return ModelCard(
-        kind="transfer",
-        study=card["study"],
-        trial=card["tuning"]["best_trial"],
-        params=card["params"],
-        class_names=card["class_names"],
-        cv={
-            "accuracy": card["cv"]["accuracy"],
-            "interval": card["cv"]["interval"],
-            "protocol": card["protocol"]["summary"],
-        },
-        sha256=card["sha256"],
-        versions=card["versions"],
-        created=card["created"],
-        sections={"base": card["base"], "details": details},
+def _result_section(cv: NestedCV, tuning: TuningSummary, params: Mapping[str, Any]) -> list[str]:
+    optimistic = (
+        f"- Its score in this study, {tuning.best_cv_accuracy:.3f}, is optimistic: "
+        "it was picked on those same folds."
+        if tuning.best_cv_accuracy is not None
+        else "- Its score in this study is optimistic: it was picked on those same folds."
     )
+    return [
+        "### Result",
+        "",
+        f"- **Nested-CV accuracy: {cv.accuracy:.3f}** ({cv.correct}/{cv.images}), "
+        f"95% Wilson interval **{cv.interval.low:.3f} to {cv.interval.high:.3f}**",
+        f"- Chosen configuration (best trial #{tuning.best_trial}): {_fmt_params(params)}",
+        optimistic,
+    ]

@@ -23,7 +23,8 @@ from tuning.hp import OptunaHyperParameters
 from tuning.images.folder import ImageFolder
 from tuning.memory import release_memory
 from tuning.records import TrialKey
-from tuning.training.cv import fold_indices
+from tuning.training import cv
+from tuning.training.cv import NestedResult
 from tuning.transfer import model as transfer
 from tuning.transfer.space import SPACE, TransferHyperModel
 
@@ -113,52 +114,32 @@ def nested_cv(
     search: Search,
     seed: int,
     log: LogFn,
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Held-out probabilities of every image, each from a model tuned and trained without it;
-    and per outer fold its chosen parameters and accuracy."""
+) -> NestedResult:
+    """Held-out probabilities of every image, each from a model tuned and trained without it
+    (`tuning.training.cv.nested_cv` with this search), and what each outer fold chose."""
     num_classes = len(data.class_names)
-    probs = np.zeros((len(data.y), num_classes))
-    folds = []
-    outer_folds = search.outer_folds
-    splits = fold_indices(data.y, folds=outer_folds, seed=seed + 1)
-    for fold, (train_idx, held_idx) in enumerate(splits):
-        start = time.perf_counter()
+
+    def fit_predict(
+        fold: int, train_idx: np.ndarray, held_idx: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        fold_seed = seed + 1000 * (fold + 1)
+        x, y = data.x[train_idx], data.y[train_idx]
         inner = optuna.create_study(direction="minimize")
-        best = tune(
-            inner,
-            base,
-            data.x[train_idx],
-            data.y[train_idx],
-            search=search,
-            num_classes=num_classes,
-            seed=seed + 1000 * (fold + 1),
-        )
+        best = tune(inner, base, x, y, search=search, num_classes=num_classes, seed=fold_seed)
         try:
-            model = transfer.train(
-                base,
-                data.x[train_idx],
-                data.y[train_idx],
-                best.params,
-                num_classes=num_classes,
-                seed=seed + 1000 * (fold + 1),
-            )
-            probs[held_idx] = transfer.predict_proba(model, data.x[held_idx])
+            model = transfer.train(base, x, y, best.params, num_classes=num_classes, seed=fold_seed)
+            return transfer.predict_proba(model, data.x[held_idx]), best.params
         finally:
             release_memory()
-        accuracy = float(np.mean(probs[held_idx].argmax(axis=1) == data.y[held_idx]))
-        folds.append(
-            {
-                "held_out": len(held_idx),
-                "accuracy": accuracy,
-                "params": best.params,
-                "seconds": round(time.perf_counter() - start, 1),
-            }
-        )
-        log(
-            f"  outer fold {fold + 1}/{outer_folds}: accuracy {accuracy:.3f} on "
-            f"{len(held_idx)} held-out images ({folds[-1]['seconds']:.0f} s)"
-        )
-    return probs, folds
+
+    return cv.nested_cv(
+        data.y,
+        folds=search.outer_folds,
+        seed=seed + 1,
+        num_classes=num_classes,
+        fit_predict=fit_predict,
+        log=log,
+    )
 
 
 def check_search(search: Search) -> None:

@@ -1,0 +1,41 @@
+"""The protocol a study stores: its stored form, the defaults of keys added later, the check."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuning.errors import StudyMismatchError
+from tuning.protocol import Protocol, Rung
+
+
+def test_a_protocol_is_stored_as_it_always_was_and_checked_key_by_key() -> None:
+    protocol = Protocol(
+        rungs=(Rung(2000, 2),), max_epochs=1, seed=42, data_sha256="a", space_fingerprint="f"
+    )
+    # The stored form of an MNIST study of the built-in space: no hypermodel, no class names.
+    assert list(protocol.to_attr()) == [
+        "protocol_version", "rungs", "max_epochs", "seed", "precision", "data_sha256",
+        "space_fingerprint",
+    ]  # fmt: skip
+    before_precision = {k: v for k, v in protocol.to_attr().items() if k != "precision"}
+    stored = Protocol.read(before_precision, study="s", remedy="r")
+    assert stored == protocol  # a study stored before `precision` meant float32
+    other = Protocol.read({**protocol.to_attr(), "seed": 7}, study="s", remedy="r")
+    with pytest.raises(
+        Exception, match="^study 's' was made with seed=7, but this run has seed=42"
+    ):
+        protocol.check(other, study="study 's'", remedy="r")
+    protocol.check(other, study="s", remedy="r", ignore=("seed",))
+
+
+def test_a_protocol_of_another_version_is_refused_with_what_to_do() -> None:
+    old = {"subset": 2000, "folds": 2, "max_epochs": 1, "seed": 42, "data_sha256": "a"}
+    with pytest.raises(StudyMismatchError) as info:
+        Protocol.read(old, study="study 's'", remedy="give it a new name")
+    assert str(info.value) == (
+        "study 's' was stored by an earlier tuning (protocol 1: one fidelity, untuned training "
+        "recipe), so its scores mean something else now; give it a new name"
+    )
+    broken = {"protocol_version": 2, "rungs": "all", "max_epochs": 1, "seed": 42}
+    with pytest.raises(StudyMismatchError, match="has a malformed protocol .'rungs' must be a"):
+        Protocol.read(broken, study="study 's'", remedy="r")

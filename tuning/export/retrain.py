@@ -1,0 +1,93 @@
+"""The training step of an export: the trial's network, rebuilt from its parameters, trained by
+its own recipe (the function its trials were scored with) on every training image instead of a
+fold, saved, and loaded back from the file the user gets, the way `tuning predict` loads it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import optuna
+
+from tuning.export.plan import ExportPlan
+from tuning.hp import OptunaHyperParameters
+from tuning.memory import release_memory
+from tuning.model.file import load_model_file
+from tuning.training.recipe import Recipe
+
+MODEL_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+EpochFn = Callable[[int, int, dict[str, float]], None]
+"""Called as `on_epoch(epoch, epochs, logs)` after every epoch (epoch counts from 1; epochs is 0
+when a HyperModel's own fit chooses them)."""
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """The exported network, loaded back from `path`; its recipe (None: the HyperModel's own
+    fit), per-epoch `curves` and the seconds its training took."""
+
+    model: keras.Model
+    path: Path
+    recipe: Recipe | None
+    curves: dict[str, list[float]]
+    seconds: float
+
+
+def retrain(
+    plan: ExportPlan, folder: Path, *, say: Callable[[str], None], on_epoch: EpochFn | None
+) -> Retrained:
+    """Train `plan.trial` on all of `plan.train`, save it as `folder/model.keras` (and a
+    SavedModel) and load it back safely."""
+    hypermodel, trial = plan.hypermodel, plan.trial
+    hp = OptunaHyperParameters(optuna.trial.FixedTrial(trial.params))  # type: ignore[arg-type]
+    # A HyperModel with its own fit chooses its epochs; every other follows the tuned recipe.
+    recipe = None if hypermodel.own_fit else hypermodel.recipe(hp).scaled(plan.settings.epoch_scale)
+    epochs = "its own" if recipe is None else str(recipe.epochs)
+    say(
+        f"retraining trial #{trial.number} (rung {plan.top_rung} CV {plan.cv_score:.4f}) on "
+        f"{len(plan.train.y)} images for {epochs} epochs"
+    )
+    keras.utils.set_random_seed(plan.spec.seed)
+    model = hypermodel.build(hp)
+    start = time.perf_counter()
+    history = hypermodel.fit(
+        hp,
+        model,
+        plan.train.x,
+        plan.train.y,
+        epoch_scale=plan.settings.epoch_scale,
+        callbacks=_epoch_progress(recipe.epochs if recipe else 0, on_epoch),
+        seed=plan.spec.seed,
+    ).history
+    seconds = time.perf_counter() - start
+    # Trained on one-hot labels (label smoothing); users evaluate on integer labels.
+    model.compile(
+        optimizer=model.optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    path = folder / MODEL_FILE
+    model.save(path)
+    release_memory()
+    # Everything after this point uses the file the user gets, loaded as `tuning predict` does.
+    model = load_model_file(path)
+    model.export(str(folder / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+    curves = {key: [float(v) for v in values] for key, values in history.items()}
+    return Retrained(model, path, recipe, curves, seconds)
+
+
+def _epoch_progress(epochs: int, on_epoch: EpochFn | None) -> list[Any]:
+    """Keras callbacks that report each epoch as `on_epoch(epoch, epochs, logs)`."""
+    if on_epoch is None:
+        return []
+    report = on_epoch
+    return [
+        keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: report(
+                epoch + 1, epochs, {k: float(v) for k, v in (logs or {}).items()}
+            )
+        )
+    ]

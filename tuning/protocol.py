@@ -1,0 +1,133 @@
+"""What a stored score means: the protocol a study is created with, stored on it, and checked
+whenever the study is resumed or exported. `Protocol` is the one record of it: its version, the
+defaults of keys added after some studies were stored, and its check; nothing else builds the
+stored dict. `check_fields` is the check itself, shared with the transfer study's protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuning.errors import StudyMismatchError
+from tuning.typed_json import OMIT_NONE, RecordError, from_json, to_json
+
+# Bumped when what a stored score means changes; older studies are refused, not reinterpreted.
+# 2: rungs and tuned training recipes (1: one fidelity, an untuned export recipe).
+PROTOCOL_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of the fidelity ladder: k-fold CV on a stratified `subset` of the training
+    images, stopping after the first `run_folds` folds (default: all `folds`), with the trial's
+    recipe run for `epoch_scale` times its epochs. Its score is the mean over the folds run."""
+
+    subset: int | None  # None: every training image
+    folds: int
+    run_folds: int | None = None
+    epoch_scale: float = 1.0
+
+    @property
+    def folds_run(self) -> int:
+        return self.run_folds or self.folds
+
+    def describe(self) -> str:
+        folds = (
+            f"{self.folds}-fold"
+            if self.folds_run == self.folds
+            else f"{self.folds_run} of {self.folds} folds"
+        )
+        images = "all" if self.subset is None else f"{self.subset:,}"
+        return f"{folds} CV on {images} images, epochs x {self.epoch_scale:g}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Protocol:
+    """What every trial's score depends on. A study stores it when it is created; a run resumes
+    the study only with the same protocol, and export rebuilds trials only under it.
+
+    `precision` defaults to what studies stored before the key existed used; `hypermodel` and
+    `class_names` are stored only when set, so that MNIST studies keep their stored form."""
+
+    protocol_version: int = PROTOCOL_VERSION
+    rungs: tuple[Rung, ...]
+    max_epochs: int
+    seed: int
+    precision: str = "float32"
+    hypermodel: str | None = field(default=None, metadata=OMIT_NONE)
+    class_names: tuple[str, ...] | None = field(default=None, metadata=OMIT_NONE)
+    data_sha256: str
+    space_fingerprint: str
+
+    def to_attr(self) -> dict[str, Any]:
+        """The protocol as the study's `protocol` user attribute stores it."""
+        return dict(to_json(self))
+
+    @classmethod
+    def read(cls, stored: Mapping[str, Any] | None, *, study: str, remedy: str) -> Protocol:
+        """The protocol stored on a study.
+
+        Raises:
+            StudyMismatchError: it was stored under another protocol version, or is malformed.
+        """
+        stored = dict(stored or {})
+        version = stored.get("protocol_version", 1)
+        if version != PROTOCOL_VERSION:
+            raise StudyMismatchError(
+                f"{study} was stored by an earlier tuning (protocol {version}: one fidelity, "
+                f"untuned training recipe), so its scores mean something else now; {remedy}"
+            )
+        try:
+            return from_json(cls, stored)
+        except RecordError as exc:
+            raise StudyMismatchError(
+                f"{study} has a malformed protocol ({exc}); {remedy}"
+            ) from None
+
+    def check(
+        self,
+        stored: Protocol,
+        *,
+        study: str,
+        remedy: str,
+        ignore: Collection[str] = (),
+        only: Collection[str] | None = None,
+    ) -> None:
+        """That `stored` is this protocol, key by key (`only` those keys, if given; never those
+        in `ignore`).
+
+        Raises:
+            StudyMismatchError: one line naming `study`, the first key that differs, the stored
+                and the expected values, and `remedy` (what to do).
+        """
+        check_fields(
+            stored.to_attr(), self.to_attr(), study=study, remedy=remedy, ignore=ignore, only=only
+        )
+
+
+def check_fields(
+    stored: Mapping[str, Any] | None,
+    expected: Mapping[str, Any],
+    *,
+    study: str,
+    remedy: str,
+    ignore: Collection[str] = (),
+    only: Collection[str] | None = None,
+) -> None:
+    """That every key of `expected` (but those in `ignore`; only those in `only`, if given) has
+    the same value in `stored`.
+
+    Raises:
+        StudyMismatchError: one line naming `study`, the first key that differs, both values and
+            `remedy`.
+    """
+    stored = stored or {}
+    for key, want in expected.items():
+        if key in ignore or (only is not None and key not in only):
+            continue
+        have = stored.get(key)
+        if have != want:
+            raise StudyMismatchError(
+                f"{study} was made with {key}={have}, but this run has {key}={want}; {remedy}"
+            )
