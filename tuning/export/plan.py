@@ -83,8 +83,8 @@ class ExportPlan:
         return (
             self.compare
             and self.test is not None
+            and self.seed_trial is not None
             and not self.is_baseline
-            and (self.seed_trial is not None)
         )
 
     def for_baseline(self) -> ExportPlan:

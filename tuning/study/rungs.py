@@ -9,7 +9,6 @@ share a step.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
 from tuning.records import TrialKey
+from tuning.typed_json import from_json, to_json
 
 REDUCTION_FACTOR = 3
 SCORED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -40,11 +40,11 @@ class RungRecord:
     train_seconds: float
 
     def as_attr(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dict(to_json(self))
 
     @classmethod
     def from_attr(cls, value: dict[str, Any]) -> RungRecord:
-        return cls(**{f.name: value[f.name] for f in dataclasses.fields(cls)})
+        return from_json(cls, value)
 
 
 def rung_records(trial: FrozenTrial) -> list[RungRecord]:
