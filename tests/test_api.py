@@ -17,6 +17,7 @@ ENTRY_POINTS = (
     "run_transfer",
     "predict_images",
     "nested_score",
+    "compare_exports",
 )
 
 
@@ -31,7 +32,7 @@ def test_import_tuning_loads_no_training_library() -> None:
 
 def test_the_entry_points_are_the_subpackages_functions() -> None:
     from tuning.export import export_study
-    from tuning.model import predict_images
+    from tuning.model import compare_exports, predict_images
     from tuning.study import load_spec, nested_score, run_study
     from tuning.transfer import run_transfer
 
@@ -43,6 +44,7 @@ def test_the_entry_points_are_the_subpackages_functions() -> None:
         run_transfer,
         predict_images,
         nested_score,
+        compare_exports,
     ]
     spec = tuning.load_spec(ROOT / "studies" / "smoke.toml")
     assert spec.name == "smoke"

@@ -20,9 +20,11 @@ _ENTRY_POINTS = {
     "run_transfer": "tuning.transfer.run",
     "predict_images": "tuning.model.predict",
     "nested_score": "tuning.study.nested",
+    "compare_exports": "tuning.model.compare",
 }
 
 __all__ = [
+    "compare_exports",
     "export_study",
     "load_spec",
     "nested_score",
@@ -33,6 +35,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from tuning.export.pipeline import export_study
+    from tuning.model.compare import compare_exports
     from tuning.model.predict import predict_images
     from tuning.study.config import load_spec
     from tuning.study.nested import nested_score

@@ -10,8 +10,6 @@ import sys
 import time
 import typing
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 # Before TensorFlow is imported anywhere: keep its C++ start-up chatter out of the user's terminal,
 # and let GPU memory grow as needed, so two workers can share a GPU. The variable, unlike
@@ -22,10 +20,6 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 from tuning.console import Console, open_console, verbose_from_env
 from tuning.errors import TuningError
-
-if TYPE_CHECKING:
-    from tuning.model.card import ExportCard
-    from tuning.transfer.run import TransferResult
 
 Command = Callable[[argparse.Namespace], int]
 STORAGE_HELP = "database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
@@ -149,6 +143,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Retrain the best trial on all images, test it once, write the model, card and report."""
     from tuning.export.pipeline import export_study
     from tuning.study.config import load_spec
+    from tuning.summaries import export_summary
 
     console: Console = args.console
     spec = load_spec(args.study_file)
@@ -169,46 +164,36 @@ def cmd_export(args: argparse.Namespace) -> int:
             out=args.out,
             trial=args.trial,
             epoch_scale=args.epoch_scale,
+            seeds=args.seeds,
+            members=args.members,
             baseline=not args.no_baseline,
             log=console.say,
             on_epoch=on_epoch,
         )
     except KeyboardInterrupt:
-        console.say("\nInterrupted: nothing was written; any previous export is unchanged.")
+        console.say(
+            "\nInterrupted: nothing was published; any previous export is unchanged, and the "
+            "members trained so far are kept for the next run."
+        )
         return 130
     print(export_summary(result.card, result.out_dir))
     return 0
 
 
-def export_summary(card: ExportCard, out_dir: Path) -> str:
-    """What `tuning export` prints at the end: the trial, its CV and test scores, the baseline."""
-    versus = ""
-    baseline, test, training = card.baseline, card.test, card.training
-    if baseline and baseline.trial == card.trial:
-        versus = "  This is the baseline (trial 0) other exports are set beside\n"
-    elif baseline:
-        saved = baseline.errors_saved
-        versus = (
-            f"  Baseline (trial #{baseline.trial}), same recipe rules: "
-            f"{baseline.test_errors} errors; this model makes {abs(saved)} "
-            f"{'fewer' if saved >= 0 else 'more'}\n"
-        )
-    tested = (
-        f"test accuracy {test.accuracy:.4f} ({test.errors} errors in {test.images})"
-        if test
-        else "no test split, so no test accuracy"
-    )
-    epochs = (
-        f"{training.recipe.epochs} epochs" if training and training.recipe else "by its own fit"
-    )
-    cv = f"rung {card.cv.rung} CV accuracy {card.cv.mean:.4f}" if card.cv else "no CV score"
-    seconds = f" in {training.seconds:.0f} s" if training else ""
-    return (
-        f"Exported trial #{card.trial} of study {card.study} to {out_dir}/\n"
-        f"  {cv}, {tested}, trained {epochs}{seconds}\n"
-        f"{versus}"
-        f"  Try: tuning predict {out_dir / 'model.keras'} IMAGE.png"
-    )
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Set export A beside export B on their test images; print the paired comparison."""
+    import json
+
+    from tuning.model.compare import compare_exports
+    from tuning.summaries import compare_summary
+    from tuning.typed_json import to_json
+
+    result = compare_exports(args.a, args.b, resamples=args.resamples, seed=args.seed)
+    if args.json:
+        print(json.dumps({"a": args.a, "b": args.b, **to_json(result)}, indent=2))
+        return 0
+    print(compare_summary(result, args.a, args.b))
+    return 0
 
 
 def cmd_nested(args: argparse.Namespace) -> int:
@@ -264,6 +249,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     import shlex
 
     from tuning.images.folder import parse_classes, skipped_warning
+    from tuning.summaries import transfer_summary
     from tuning.transfer.run import run_transfer
     from tuning.transfer.search import Search
 
@@ -272,7 +258,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     classes = parse_classes(args.classes)
     # The command recorded in the note and config, with the data folder $TUNING_GREEK gave.
     args.data = args.data or os.environ.get("TUNING_GREEK")
-    flags = ("data", "classes", "out", "storage", "study", "trials", "folds", "seed")
+    flags = ("data", "classes", "out", "storage", "study", "trials", "folds", "seed", "members")
     given = [(f"--{f}", str(getattr(args, f))) for f in flags if getattr(args, f) is not None]
     command = shlex.join(["tuning", "transfer", args.model, *(x for pair in given for x in pair)])
     try:
@@ -285,6 +271,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             study_name=args.study,
             search=Search(trials=args.trials, outer_folds=args.folds),
             seed=args.seed,
+            members=args.members or "best",
             command=command,
             log=console.say,
             on_data=lambda data: _warn_skipped(console, skipped_warning(data.skipped)),
@@ -294,21 +281,6 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         return 130
     print(transfer_summary(result))
     return 0
-
-
-def transfer_summary(result: TransferResult) -> str:
-    """What `tuning transfer` prints at the end: the held-out score and the configuration."""
-    card, out_dir = result.card, result.out_dir
-    cv, tuning = card.cv, card.tuning
-    if cv is None or tuning is None:  # a finished transfer has its result
-        raise ValueError(f"the transfer card of {out_dir} has no result")
-    return (
-        f"Transferred {card.base.path} to {', '.join(card.class_names or [])}: {out_dir}/\n"
-        f"  nested-CV accuracy {cv.accuracy:.3f} ({cv.correct}/{cv.images}), 95% Wilson "
-        f"interval {cv.interval.low:.3f} to {cv.interval.high:.3f}\n"
-        f"  study '{card.study}', best trial #{tuning.best_trial}: {card.params}\n"
-        f"  Try: tuning predict {out_dir / 'model.keras'} IMAGE.png"
-    )
 
 
 def _warn_skipped(console: Console, message: str | None) -> None:
@@ -336,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=lambda args: cmd_study(args, worker=True))
     _add_dashboard(add)
     _add_export(add)
+    _add_compare(add)
     _add_nested(add)
     _add_predict(add)
     _add_transfer(add)
@@ -388,6 +361,19 @@ def _add_export(add: Callable[..., argparse.ArgumentParser]) -> None:
         help="train the trial's recipe for X times its epochs (default: [export] epoch_scale)",
     )
     export.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="train N networks and ship their ensemble (default: [export] seeds); the baseline "
+        "gets N seeds too",
+    )
+    export.add_argument(
+        "--members",
+        choices=("seeds", "top"),
+        help="the ensemble's members: seeds of the trial, or the top distinct trials "
+        "(default: [export] members)",
+    )
+    export.add_argument(
         "--no-baseline",
         action="store_true",
         help="do not export the seed network first when no baseline export is stored",
@@ -416,6 +402,26 @@ def _add_nested(add: Callable[..., argparse.ArgumentParser]) -> None:
     nested.add_argument("--threads", type=int, help="TensorFlow threads (default: all cores)")
     nested.add_argument("--json", action="store_true", help="print JSON instead of text")
     nested.set_defaults(func=cmd_nested)
+
+
+def _add_compare(add: Callable[..., argparse.ArgumentParser]) -> None:
+    compare = add(
+        "compare", help="two exports on the same test images: paired errors, McNemar, interval"
+    )
+    for name, example in (
+        ("a", "storage/models/mnist_cnn"),
+        ("b", "storage/models/mnist_cnn-trial0"),
+    ):
+        compare.add_argument(
+            name, metavar=name.upper(), help=f"an export folder or its model file, e.g. {example}"
+        )
+    compare.add_argument(
+        "--resamples", type=int, default=10_000, metavar="N",
+        help="paired bootstrap resamples (default: 10000)",
+    )  # fmt: skip
+    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    compare.add_argument("--json", action="store_true", help="print JSON instead of text")
+    compare.set_defaults(func=cmd_compare)
 
 
 def _add_predict(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -474,6 +480,12 @@ def _add_transfer(add: Callable[..., argparse.ArgumentParser]) -> None:
     transfer.add_argument(
         "--seed", type=int, default=42, metavar="S", help="seed of folds, sampler, weights"
     )
+    transfer.add_argument(
+        "--members",
+        choices=("best", "all"),
+        help="from an ensemble, freeze its best member, or all members' features side by side "
+        "under one head (default: best)",
+    )
     transfer.set_defaults(func=cmd_transfer)
 
 
@@ -484,6 +496,9 @@ FLAGS = {
     "out": "--out",
     "trial": "--trial",
     "epoch_scale": "--epoch-scale",
+    "seeds": "--seeds",
+    "members": "--members",
+    "resamples": "--resamples",
     "classes": "--classes",
     "trials": "--trials",
     "outer_folds": "--folds",

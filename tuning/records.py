@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from tuning.typed_json import from_json, to_json
+from tuning.typed_json import OMIT_NONE, from_json, to_json
 
 
 class StudyKey(StrEnum):
@@ -60,6 +60,10 @@ class ExportRecord:
     data_sha256: str
     out: str
     created: str
+    seeds: int = 1  # members of the shipped model (more than 1: an ensemble)
+    member_errors: list[int] | None = field(default=None, metadata=OMIT_NONE)
+    versus: str | None = field(default=None, metadata=OMIT_NONE)  # paired, against the baseline
+    tuning_gain: str | None = field(default=None, metadata=OMIT_NONE)  # seeds against seeds
 
     def to_attr(self) -> dict[str, Any]:
         return dict(to_json(self))

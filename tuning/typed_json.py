@@ -63,6 +63,15 @@ def write_json(path: Path, payload: Any) -> Path:
     return path
 
 
+def read_json(path: Path) -> Any:
+    """The parsed JSON of `path` (to pass to `from_json`).
+
+    Raises:
+        OSError: it cannot be read. ValueError: it is not JSON text.
+    """
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)

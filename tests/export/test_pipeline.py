@@ -14,22 +14,33 @@ import keras
 import numpy as np
 import optuna
 import pytest
+from optuna_dashboard import get_note
+from PIL import Image
 
 from tests.conftest import SMOKE, SmokeRun, add_rung_trial, copy_study
 from tuning.artifacts import DASHBOARD_TRIAL_ARTIFACT_PREFIX
-from tuning.cli import export_summary, main
+from tuning.cli import main
 from tuning.device import detect
 from tuning.errors import ExportError, StudyMismatchError
 from tuning.export import ExportResult, export_study, load_exportable_study
 from tuning.hp import OptunaHyperParameters
 from tuning.images.mnist import file_sha256
 from tuning.model.card import ExportCard, ModelCard
+from tuning.model.compare import mean_difference, paired_comparison
+from tuning.model.ensemble import ensemble_members
 from tuning.model.file import load_model_file
+from tuning.model.predictions import TestPredictions
 from tuning.records import StudyKey
 from tuning.study.config import ExportSettings, load_spec
 from tuning.study.create import open_study
 from tuning.study.space import CNNHyperModel
+from tuning.summaries import export_summary
 from tuning.training import recipe as recipes
+
+
+def _hidden(folder: Path) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.startswith("."))
+
 
 PLOTS = [
     "learning_curves.png",
@@ -54,8 +65,8 @@ class Exported:
 
 @pytest.fixture(scope="module")
 def exported(smoke_run: SmokeRun, tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    """Trial 1 of a copy of the session's smoke study exported: the seed-network baseline
-    (trial 0) is exported first, beside it."""
+    """Trial 1 of a copy of the session's smoke study exported with two seeds: the seed-network
+    baseline (trial 0) is exported first, with two seeds too, beside it."""
     root = tmp_path_factory.mktemp("export")
     storage = copy_study(smoke_run.storage, root)
     shutil.copytree(smoke_run.artifacts, root / "artifacts")  # the trials' curves
@@ -65,6 +76,7 @@ def exported(smoke_run: SmokeRun, tmp_path_factory: pytest.TempPathFactory) -> E
         data=smoke_run.data,
         out=root / "models" / "smoke",
         trial=1,
+        seeds=2,
         artifacts=root / "artifacts",
     )
     return Exported(storage, smoke_run.data, result.out_dir, root / "artifacts", result)
@@ -73,14 +85,17 @@ def exported(smoke_run: SmokeRun, tmp_path_factory: pytest.TempPathFactory) -> E
 def test_export_writes_model_savedmodel_card_plots_and_config(exported: Exported) -> None:
     names = {p.name for p in exported.out.iterdir()}
     assert {"model.keras", "saved_model", "model_card.json", "config.json", *PLOTS} <= names
+    assert "test_predictions.npz" in names
     assert sorted(names) == exported.card.files  # the card lists exactly what is there
-    assert not [n for n in os.listdir(exported.out.parent) if n.startswith(".")]  # no staging
+    assert _hidden(exported.out.parent) == [".smoke.members"]  # no staging; the members stay
     for plot in PLOTS:
         assert (exported.out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((exported.out / "config.json").read_text())
     assert config["study"]["name"] == "smoke"
-    assert config["study"]["export"] == dataclasses.asdict(ExportSettings()) == {"epoch_scale": 1}
-    assert config["command"]["trial"] == 1
+    defaults = {"epoch_scale": 1, "seeds": 1, "members": "seeds"}
+    assert config["study"]["export"] == dataclasses.asdict(ExportSettings(seeds=2))
+    assert config["study"]["export"] == {**defaults, "seeds": 2}
+    assert config["command"]["trial"] == 1 and config["command"]["seeds_override"] == 2
 
 
 def test_the_card_on_disk_is_the_card_returned(exported: Exported) -> None:
@@ -120,7 +135,8 @@ def test_the_seed_network_is_exported_first_and_set_beside_the_winner(exported: 
     baseline = ModelCard.read(exported.out.with_name("smoke-trial0") / "model.keras")
     assert isinstance(baseline, ExportCard) and baseline.trial == 0 and baseline.seed_network
     assert baseline.baseline is not None and baseline.baseline.trial == 0  # its own baseline
-    assert baseline.baseline.errors_saved == 0
+    assert baseline.baseline.errors_saved == 0 and baseline.baseline.paired is None
+    assert baseline.ensemble is not None and len(baseline.ensemble.scores) == 2
     # The same recipe rules: the seed's hyperparameters, epochs x the same epoch_scale.
     assert baseline.training is not None and exported.card.training is not None
     assert baseline.training.epoch_scale == exported.card.training.epoch_scale
@@ -130,6 +146,43 @@ def test_the_seed_network_is_exported_first_and_set_beside_the_winner(exported: 
     assert against.errors_saved == against.test_errors - test.errors
     study = optuna.load_study(study_name="smoke", storage=exported.storage)
     assert set(study.user_attrs[StudyKey.EXPORTS]) == {"0", "1"}
+    # Paired on the same images with the baseline's first network, and seeds against seeds.
+    first = TestPredictions.load(exported.out.with_name("smoke-trial0")).member(0)
+    assert against.paired == paired_comparison(TestPredictions.load(exported.out), first, seed=42)
+    assert baseline.ensemble is not None and exported.card.ensemble is not None
+    assert against.seeds_compared == mean_difference(
+        [s.errors or 0 for s in exported.card.ensemble.scores],
+        [s.errors or 0 for s in baseline.ensemble.scores],
+    )
+    note = get_note(study)
+    assert f"**Against the baseline (one network):** {against.paired.sentence()}" in note
+    assert f"**Did tuning help?** {against.seeds_compared.sentence()}" in note
+
+
+def test_the_shipped_ensemble_is_the_mean_of_its_members_each_tested_once(
+    exported: Exported, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card, predictions = exported.card, TestPredictions.load(exported.out)
+    assert card.ensemble is not None and card.test is not None and predictions.members is not None
+    assert [(s.trial, s.seed) for s in card.ensemble.scores] == [(1, 42), (1, 43)]
+    assert [s.errors for s in card.ensemble.scores] == [
+        predictions.member(i).errors for i in range(2)
+    ]
+    np.testing.assert_allclose(
+        predictions.probabilities, predictions.members.mean(axis=0), atol=1e-5
+    )
+    assert card.ensemble.curve == [predictions.member(0).errors, predictions.errors]
+    assert card.test.errors == predictions.errors
+    model = load_model_file(exported.out / "model.keras")  # safe_mode=True
+    assert [m.name for m in ensemble_members(model)] == ["member_0", "member_1"]
+    assert card.param_count == model.count_params()
+    # `tuning predict` runs it like any network, with the digits' class names.
+    with np.load(exported.data) as data:
+        Image.fromarray(data["x_test"][0]).save(tmp_path / "digit.png")
+    assert main(["predict", str(exported.out / "model.keras"), str(tmp_path / "digit.png")]) == 0
+    path, label, probability = capsys.readouterr().out.split()
+    assert path == str(tmp_path / "digit.png") and label in (card.class_names or [])
+    assert 0.1 <= float(probability) <= 1
 
 
 def test_the_summary_says_how_the_winner_did_beside_the_baseline(exported: Exported) -> None:
@@ -138,12 +191,13 @@ def test_the_summary_says_how_the_winner_did_beside_the_baseline(exported: Expor
     lines = export_summary(card, exported.out).splitlines()
     assert lines[0] == f"Exported trial #1 of study smoke to {exported.out}/"
     assert f"test accuracy {card.test.accuracy:.4f} ({card.test.errors} errors in 500)" in lines[1]
-    saved = card.baseline.errors_saved
-    more = "fewer" if saved >= 0 else "more"
-    assert lines[2] == (
-        f"  Baseline (trial #0), same recipe rules: {card.baseline.test_errors} errors; this "
-        f"model makes {abs(saved)} {more}"
+    assert card.ensemble is not None and card.baseline.paired and card.baseline.seeds_compared
+    alone = ", ".join(str(s.errors) for s in card.ensemble.scores)
+    assert lines[2].startswith(f"  An ensemble of 2 seeds; alone they make {alone} errors")
+    assert lines[3] == (
+        f"  Against the baseline (trial #0, one network): {card.baseline.paired.sentence()}"
     )
+    assert lines[4] == f"  Did tuning help? {card.baseline.seeds_compared.sentence()}"
 
 
 def test_export_trains_the_trials_recipe_on_every_image_and_reuses_the_stored_baseline(
@@ -161,10 +215,11 @@ def test_export_trains_the_trials_recipe_on_every_image_and_reuses_the_stored_ba
     monkeypatch.setattr(recipes, "train", spy)
     storage = copy_study(exported.storage, tmp_path)  # with the baseline's export stored
     export_study(
-        load_spec(SMOKE), storage=storage, data=exported.data, out=tmp_path / "t1", trial=1
-    )
+        load_spec(SMOKE), storage=storage, data=exported.data, out=tmp_path / "t1", trial=1,
+        seeds=2,
+    )  # fmt: skip
     assert exported.card.training is not None
-    assert calls == [(exported.card.training.recipe, 2000)]
+    assert calls == [(exported.card.training.recipe, 2000)] * 2  # two seeds, no baseline
     assert not (tmp_path / "t1-trial0").exists()
 
 
@@ -223,7 +278,8 @@ def test_model_card_and_plots_are_artifacts_of_the_exported_trial(exported: Expo
     by_name = {m["filename"]: m["artifact_id"] for m in metas}
     # The card lists every artifact uploaded before it; the card itself is one too.
     ids = {**exported.card.artifacts, "model_card.json": exported.result.card_artifact}
-    assert {"model.keras", "config.json", *PLOTS} == set(exported.card.artifacts)
+    files = {"model.keras", "config.json", "test_predictions.npz", *PLOTS}
+    assert files == set(exported.card.artifacts)
     assert by_name == ids
     stored = exported.artifacts / ids["model.keras"]
     assert stored.read_bytes() == (exported.out / "model.keras").read_bytes()
@@ -231,27 +287,35 @@ def test_model_card_and_plots_are_artifacts_of_the_exported_trial(exported: Expo
     assert stored_card.read_bytes() == (exported.out / "model_card.json").read_bytes()
 
 
-def test_a_failed_export_leaves_the_previous_one_intact(
-    exported: Exported, monkeypatch: pytest.MonkeyPatch
+def test_an_interrupted_export_leaves_the_previous_one_and_resumes_its_members(
+    exported: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Ctrl-C while a third seed trains: the published export is untouched, and the next run
+    trains only that seed, taking the two finished ones from their folder."""
     before = {p.name: p.read_bytes() for p in exported.out.iterdir() if p.is_file()}
+    storage = copy_study(exported.storage, tmp_path)
+    real, calls = recipes.train, list[int]()
 
-    def broken_train(*args: Any, **kwargs: Any) -> Any:
-        raise KeyboardInterrupt  # the user gives up half-way
+    def train(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["seed"])
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # the user gives up half-way
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(recipes, "train", broken_train)
+    monkeypatch.setattr(recipes, "train", train)
+    options: dict[str, Any] = dict(
+        storage=storage, data=exported.data, out=exported.out, trial=1, seeds=3, baseline=False
+    )
     with pytest.raises(KeyboardInterrupt):
-        export_study(
-            load_spec(SMOKE),
-            storage=exported.storage,
-            data=exported.data,
-            out=exported.out,
-            trial=1,
-            artifacts=exported.artifacts,
-        )
+        export_study(load_spec(SMOKE), **options)
     after = {p.name: p.read_bytes() for p in exported.out.iterdir() if p.is_file()}
     assert after == before
-    assert not [n for n in os.listdir(exported.out.parent) if n.startswith(".")]
+    assert _hidden(exported.out.parent) == [".smoke.members"]  # no staging left behind
+    assert calls == [44]  # seeds 42 and 43 were kept
+    result = export_study(load_spec(SMOKE), **options)
+    assert calls == [44, 44]
+    assert result.card.ensemble is not None and exported.card.ensemble is not None
+    assert result.card.ensemble.scores[:2] == exported.card.ensemble.scores
 
 
 def test_missing_study_and_database_are_clear_errors(

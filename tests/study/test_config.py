@@ -102,7 +102,13 @@ def test_rungs_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
         (
             "[export]\nepochs = 15\n",
             "'export.epochs' is now part of each trial's tuned recipe; the [export] table takes "
-            "only 'epoch_scale'",
+            "'epoch_scale' (export epochs = the trial's epochs x epoch_scale), 'seeds' and "
+            "'members'",
+        ),
+        ("[export]\nseeds = 0\n", "'export.seeds' must be an integer in [1, 50]. Received: 0"),
+        (
+            "[export]\nmembers = 'best'\n",
+            "'export.members' must be one of seeds, top. Received: 'best'",
         ),
         (
             "[fidelity]\nprecision = 'float16'\n",

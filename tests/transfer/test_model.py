@@ -3,6 +3,7 @@ its log loss."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tuning.errors import ModelError
 from tuning.images.folder import load_image_folder
 from tuning.memory import release_memory
 from tuning.model.card import CARD_FILE
+from tuning.model.file import load_model_file
 from tuning.transfer import model as transfer
 
 
@@ -113,3 +115,52 @@ def test_log_loss_still_ranks_predictions_too_confident_for_float32() -> None:
     sure = np.array([[1.0, 1e-6, 0.0]], dtype=np.float32).astype(np.float64)
     surer = np.array([[1.0, 1e-9, 0.0]], dtype=np.float32).astype(np.float64)
     assert 0 < transfer.log_loss(y[:1], surer) < transfer.log_loss(y[:1], sure)
+
+
+def ensemble_base(base_dir: Path, folder: Path, errors: list[int]) -> Path:
+    """The base network and a perturbed copy as a two-member ensemble export, whose card gives
+    the members' MNIST test errors."""
+    from tuning.images.mnist import file_sha256
+    from tuning.model.card import EnsembleSummary, ExportCard, MemberScore, ModelCard
+    from tuning.model.ensemble import build_ensemble
+
+    members = [load_model_file(base_dir / "model.keras") for _ in errors]
+    members[1].set_weights([w + 0.01 for w in members[1].get_weights()])
+    folder.mkdir()
+    path = folder / "model.keras"
+    build_ensemble(members).save(path)
+    card = ModelCard.read(base_dir / "model.keras")
+    assert isinstance(card, ExportCard)
+    scores = [MemberScore(3, 42 + i, e, 1.0) for i, e in enumerate(errors)]
+    ensemble = EnsembleSummary("seeds", scores, None, None, [])
+    sha = {"model": file_sha256(path), "data": card.sha256.get("data", "")}
+    dataclasses.replace(card, ensemble=ensemble, sha256=sha).write(folder)
+    return path
+
+
+def test_from_an_ensemble_transfer_freezes_its_best_member_or_all_members_features(
+    base_dir: Path, letters: Path, tmp_path: Path
+) -> None:
+    path = ensemble_base(base_dir, tmp_path / "ensemble", errors=[9, 4])
+    single = transfer.load_base(base_dir / "model.keras")
+    best = transfer.load_base(path, members="best")
+    assert best.members == "best" and best.froze is not None
+    assert best.froze.startswith("member 2 of 2, the one with the fewest test errors: 4")
+    # The second member is the perturbed copy: its weights, not the first's.
+    assert all(np.allclose(a, b + 0.01) for a, b in zip(best.weights, single.weights, strict=True))
+    every = transfer.load_base(path, members="all")
+    width = single.config["config"]["layers"][-1]["build_config"]["input_shape"][-1]
+    assert every.froze == f"the features of all 2 members side by side, {2 * width} in all"
+    data = load_image_folder(letters)
+    model = transfer.train(every, data.x, data.y, HEAD_ONLY, num_classes=3, seed=0)
+    assert [w.path for w in model.trainable_weights] == ["classifier/kernel", "classifier/bias"]
+    assert model.layers[-1].input.shape[-1] == 2 * width
+    assert transfer.unfreeze_groups(model) == []  # whole member networks are never unfrozen
+    model.save(tmp_path / "transfer.keras")
+    loaded = load_model_file(tmp_path / "transfer.keras")  # safe_mode=True
+    np.testing.assert_allclose(
+        transfer.predict_proba(loaded, data.x), transfer.predict_proba(model, data.x), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="members must be one of best, all. Received: 'some'"):
+        transfer.load_base(path, members="some")
+    release_memory()

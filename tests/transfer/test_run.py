@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 from tests.letters import write_letters
 from tests.transfer.conftest import TINY_SPACE
 from tuning.artifacts import DASHBOARD_TRIAL_ARTIFACT_PREFIX
-from tuning.cli import main, transfer_summary
+from tuning.cli import main
 from tuning.device import detect
 from tuning.errors import StudyMismatchError
 from tuning.images.mnist import file_sha256
@@ -25,6 +25,7 @@ from tuning.images.preprocess import prepare_image
 from tuning.memory import release_memory
 from tuning.model.card import ModelCard, TransferCard
 from tuning.model.file import load_model_file
+from tuning.summaries import transfer_summary
 from tuning.training.cv import wilson_interval
 from tuning.transfer.card import TransferDetails
 from tuning.transfer.run import TransferResult, run_transfer

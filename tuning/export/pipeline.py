@@ -12,40 +12,52 @@ invented one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from tuning.errors import ModelError
+from tuning.export.members import Member, load_members, train_members
 from tuning.export.plan import ExportPlan, plan_export
 from tuning.export.report import (
+    Reference,
+    compare_with_baseline,
     evaluate_once,
     export_card,
     export_record,
     report_plots,
     write_config,
 )
-from tuning.export.retrain import EpochFn, retrain
+from tuning.export.retrain import MODEL_FILE, SAVED_MODEL_DIR, EpochFn
 from tuning.export.selection import stored_export
 from tuning.memory import release_memory
 from tuning.model.card import CARD_FILE, ExportCard
+from tuning.model.ensemble import build_ensemble
+from tuning.model.file import load_model_file
+from tuning.model.predictions import PREDICTIONS_FILE, TestPredictions
 from tuning.publish import Publication
 from tuning.records import ExportRecord, StudyKey, TrialKey
 from tuning.study.config import StudySpec
+from tuning.study.note import write_study_note
 
 LogFn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    """Where the export went, its card (the card on disk), the card's artifact id and the
-    record the study keeps of it."""
+    """Where the export went, its card (the card on disk), the card's artifact id, the record
+    the study keeps of it and its test predictions (None: the data has no test split)."""
 
     out_dir: Path
     card: ExportCard
     card_artifact: str
     record: ExportRecord
+    predictions: TestPredictions | None = None
 
 
 def export_study(
@@ -56,6 +68,8 @@ def export_study(
     out: str | Path | None = None,
     trial: int | None = None,
     epoch_scale: float | None = None,
+    seeds: int | None = None,
+    members: str | None = None,
     baseline: bool = True,
     artifacts: str | Path | None = None,
     log: LogFn | None = None,
@@ -67,9 +81,14 @@ def export_study(
 
     The trial is `trial`, else the best at the highest rung any trial reached. Its recipe runs
     for its epochs times `epoch_scale` (default: the study file's `[export] epoch_scale`).
-    `out` defaults to `storage/models/<study>` (`<study>-trial<N>` for a chosen `trial`). With
-    `baseline`, the card also gives the seed network's test errors under the same recipe, from
-    a stored export or, if there is none, by exporting it first to `<out>-trial<N>`.
+    `out` defaults to `storage/models/<study>` (`<study>-trial<N>` for a chosen `trial`).
+
+    It trains `seeds` networks (default: `[export] seeds`): seeds of the trial, or with
+    `members="top"` the best distinct trials at the top rung; more than one ship as an ensemble
+    that averages their outputs. Trained members are kept beside `out` and reused on a rerun.
+    With `baseline`, the card also sets the model beside the seed network trained by the same
+    rules and seeds (paired on the same test images, and seeds against seeds), from a stored
+    export or, if there is none, by exporting it first to `<out>-trial<N>`.
 
     Raises:
         ExportError: no such study or trial, or `out` cannot be written.
@@ -84,6 +103,8 @@ def export_study(
         out=out,
         trial=trial,
         epoch_scale=epoch_scale,
+        seeds=seeds,
+        members=members,
         compare=baseline,
         artifacts=artifacts,
     )
@@ -93,10 +114,9 @@ def export_study(
     return result
 
 
-def _baseline_export(
-    plan: ExportPlan, *, say: LogFn, on_epoch: EpochFn | None
-) -> ExportRecord | None:
-    """The baseline's export record to set beside `plan`'s trial: stored, or made now."""
+def _baseline_export(plan: ExportPlan, *, say: LogFn, on_epoch: EpochFn | None) -> Reference | None:
+    """The baseline's export to set beside `plan`'s trial: stored (with the same number of seeds
+    and its test predictions), or made now."""
     if not plan.baseline_needed or plan.seed_trial is None:
         return None
     seed = plan.seed_trial
@@ -106,42 +126,59 @@ def _baseline_export(
         epoch_scale=plan.settings.epoch_scale,
         data_sha256=plan.train.sha256,
     )
-    if stored is not None:
-        return stored
+    if stored is not None and stored.seeds == plan.settings.seeds:
+        try:
+            return Reference(stored, TestPredictions.load(Path(stored.out)))
+        except ModelError:
+            pass  # an export from before predictions were kept, or moved: make it again
     label = seed.user_attrs.get(TrialKey.BASELINE)
-    say(f"first, the baseline (trial #{seed.number}, {label}), same recipe:")
-    return export_trial(plan.for_baseline(), None, say=say, on_epoch=on_epoch).record
+    seeds = plan.settings.seeds
+    say(
+        f"first, the baseline (trial #{seed.number}, {label}), same recipe"
+        f"{f', {seeds} seeds' if seeds > 1 else ''}:"
+    )
+    result = export_trial(plan.for_baseline(), None, say=say, on_epoch=on_epoch)
+    return Reference(result.record, result.predictions)
 
 
 def export_trial(
-    plan: ExportPlan, reference: ExportRecord | None, *, say: LogFn, on_epoch: EpochFn | None
+    plan: ExportPlan, reference: Reference | None, *, say: LogFn, on_epoch: EpochFn | None
 ) -> ExportResult:
-    """Train, test, report and publish `plan`'s trial, set beside the `reference` export, and
-    record the export on the study."""
+    """Train (or take from their folder) the members, then ship, test, report and publish
+    `plan`'s trial, set beside the `reference` export, and record the export on the study."""
+    members = train_members(plan, say=say, on_epoch=on_epoch)
     try:
         with Publication(plan.out_dir, store=plan.store) as publication:
             folder = publication.staging
-            trained = retrain(plan, folder, say=say, on_epoch=on_epoch)
+            model, shipped = ship(members, folder, say=say)
             title = f"{plan.spec.name}, trial #{plan.trial.number}"
-            tested, test_plots = None, list[Path]()
+            tested, predictions, test_plots = None, None, list[Path]()
             if plan.test is None:
                 say(f"{plan.train.source} has no test split: no test accuracy is reported")
             else:
                 say(f"evaluating once on the {len(plan.test.y)} test images")
-                tested, test_plots = evaluate_once(
-                    trained.model, plan.test, folder, title=title, seed=plan.spec.seed
+                tested, predictions, test_plots = evaluate_once(
+                    model, plan.test, members, folder, title=title, seed=plan.spec.seed
                 )
-            plots = [*report_plots(plan, trained, tested, folder), *test_plots]
+            del model
+            plots = [*report_plots(plan, members[0].record, tested, folder), *test_plots]
             config = write_config(plan, folder)
+            kept = [shipped, *plots, config]
+            if predictions is not None:
+                kept.append(folder / PREDICTIONS_FILE)
             say("uploading artifacts")
-            ids = publication.upload(plan.study, plan.trial, [trained.path, *plots, config])
+            ids = publication.upload(plan.study, plan.trial, kept)
             created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            record = export_record(plan, tested, created)
-            if plan.is_baseline:
-                reference = record  # the baseline is set beside itself
+            versus = compare_with_baseline(plan, reference, predictions, members)
+            record = export_record(plan, tested, members, versus, created)
+            if plan.is_baseline:  # the baseline is set beside itself, without statistics
+                itself = compare_with_baseline(plan, Reference(record, None), predictions, [])
+                versus = itself and dataclasses.replace(itself, seeds_compared=None)
+            files = [p.name for p in kept] + [SAVED_MODEL_DIR, CARD_FILE]
             card = export_card(
-                plan, trained, tested, reference, plots=plots, artifacts=ids, created=created
-            )
+                plan, members, shipped, tested, predictions, versus,
+                files=files, artifacts=ids, created=created,
+            )  # fmt: skip
             card_id = publication.upload(plan.study, plan.trial, [card.write(folder)])[CARD_FILE]
             publication.commit()
     finally:
@@ -150,4 +187,20 @@ def export_trial(
     exports[str(plan.trial.number)] = record.to_attr()
     plan.study.set_user_attr(StudyKey.EXPORTS, exports)
     plan.study.set_user_attr(StudyKey.EXPORT, {**record.to_attr(), "card_artifact": card_id})
-    return ExportResult(plan.out_dir, card, card_id, record)
+    write_study_note(plan.study)
+    return ExportResult(plan.out_dir, card, card_id, record, predictions)
+
+
+def ship(members: list[Member], folder: Path, *, say: LogFn) -> tuple[Any, Path]:
+    """The model the user gets, in `folder`: the one member's file, or an ensemble averaging
+    all members' outputs; loaded back from its file, with a SavedModel beside it."""
+    path = folder / MODEL_FILE
+    if len(members) == 1:
+        shutil.copyfile(members[0].path, path)
+    else:
+        say(f"averaging the {len(members)} members' outputs into one model")
+        build_ensemble(load_members(members)).save(path)
+        release_memory()
+    model = load_model_file(path)
+    model.export(str(folder / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+    return model, path

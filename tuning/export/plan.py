@@ -26,7 +26,7 @@ from tuning.images.dataset import Images, load_images, load_training
 from tuning.protocol import Protocol
 from tuning.publish import Publication
 from tuning.storage import redact, resolve_storage_url
-from tuning.study.config import ExportSettings, StudySpec
+from tuning.study.config import MAX_SEEDS, MEMBER_KINDS, ExportSettings, StudySpec
 from tuning.study.recipe_hypermodel import RecipeHyperModel
 from tuning.study.rungs import highest_rung, rung_scores
 
@@ -41,6 +41,8 @@ class ExportCommand:
     out: str
     trial: int | None
     epoch_scale_override: float | None
+    seeds_override: int | None = None
+    members_override: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ def plan_export(
     out: str | Path | None = None,
     trial: int | None = None,
     epoch_scale: float | None = None,
+    seeds: int | None = None,
+    members: str | None = None,
     compare: bool = True,
     artifacts: str | Path | None = None,
 ) -> ExportPlan:
@@ -123,6 +127,13 @@ def plan_export(
         raise ExportError(
             f"must be in (0, 20]. Received: epoch_scale={epoch_scale}", param="epoch_scale"
         )
+    if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
+        raise ExportError(f"must be in [1, {MAX_SEEDS}]. Received: seeds={seeds}", param="seeds")
+    if members is not None and members not in MEMBER_KINDS:
+        raise ExportError(
+            f"must be one of {', '.join(MEMBER_KINDS)}. Received: members={members!r}",
+            param="members",
+        )
     source = spec.data_source(data)
     train = load_training(source, class_names=spec.data.class_names)
     spec = spec.for_images(len(train.y))
@@ -135,10 +146,14 @@ def plan_export(
         )
     store = artifact_store(artifacts)  # an unwritable artifact folder fails before training
     Publication.check_writable(out_dir)  # and so does an unwritable `out`
-    settings = spec.export
-    if epoch_scale:
-        settings = dataclasses.replace(settings, epoch_scale=epoch_scale)
-    command = ExportCommand(redact(url), train.source, str(out_dir), trial, epoch_scale)
+    settings = ExportSettings(
+        epoch_scale=epoch_scale or spec.export.epoch_scale,
+        seeds=seeds or spec.export.seeds,
+        members=members or spec.export.members,
+    )
+    command = ExportCommand(
+        redact(url), train.source, str(out_dir), trial, epoch_scale, seeds, members
+    )
     return ExportPlan(
         spec=spec,
         study=study,

@@ -4,6 +4,7 @@ resolved config saved beside the model, and the card that gathers them."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +12,21 @@ import numpy as np
 
 from tuning import figures
 from tuning.device import detect
+from tuning.export.members import Member, MemberRecord
 from tuning.export.plan import ExportPlan
-from tuning.export.retrain import MODEL_FILE, SAVED_MODEL_DIR, Retrained
 from tuning.images.dataset import Images
 from tuning.images.mnist import file_sha256
 from tuning.model.card import (
-    CARD_FILE,
     BaselineComparison,
     CVSummary,
+    EnsembleSummary,
     ExportCard,
+    MemberScore,
     TestScore,
     TrainingRecord,
 )
+from tuning.model.compare import mean_difference, paired_comparison
+from tuning.model.predictions import TestPredictions, test_data_sha256
 from tuning.records import ExportRecord, TrialKey, library_versions
 from tuning.study.curves import read_curves
 from tuning.study.rungs import rung_scores
@@ -32,14 +36,24 @@ CONFIG_FILE = "config.json"
 
 
 def evaluate_once(
-    model: Any, test: Images, folder: Path, *, title: str, seed: int
-) -> tuple[TestScore, list[Path]]:
-    """The one evaluation on the test split, and its confusion matrix and prediction grid."""
+    model: Any, test: Images, members: list[Member], folder: Path, *, title: str, seed: int
+) -> tuple[TestScore, TestPredictions, list[Path]]:
+    """The one evaluation on the test split, its predictions (with each member's, for an
+    ensemble) saved as `test_predictions.npz`, and its confusion matrix and prediction grid."""
     probs = np.asarray(model.predict(test.x, batch_size=500, verbose=0), dtype=np.float64)
-    y_pred = probs.argmax(axis=1)
-    accuracy = float(np.mean(y_pred == test.y))
-    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(test.y)), test.y], 1e-12, 1.0))))
-    score = TestScore(accuracy, loss, int(np.sum(y_pred != test.y)), len(test.y))
+    labels = np.asarray(test.y, dtype=np.int64)
+    stacked = [m.predictions.probabilities for m in members if m.predictions is not None]
+    predictions = TestPredictions(
+        labels,
+        probs,
+        test_data_sha256(test.x, test.y),
+        np.stack(stacked) if len(members) > 1 and len(stacked) == len(members) else None,
+    )
+    predictions.save(folder)
+    y_pred = predictions.predicted
+    accuracy = float(np.mean(y_pred == labels))
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))))
+    score = TestScore(accuracy, loss, predictions.errors, len(labels))
     plots = [
         figures.confusion_matrix(
             test.y,
@@ -53,14 +67,14 @@ def evaluate_once(
             title=title, seed=seed,
         ),
     ]  # fmt: skip
-    return score, plots
+    return score, predictions, plots
 
 
 def report_plots(
-    plan: ExportPlan, trained: Retrained, tested: TestScore | None, folder: Path
+    plan: ExportPlan, first: MemberRecord, tested: TestScore | None, folder: Path
 ) -> list[Path]:
-    """The learning curves (the trial's folds beside the final training) and the fold
-    accuracies of the trial and the baseline (with the test accuracy, if any)."""
+    """The learning curves (the trial's folds beside the `first` member's final training) and
+    the fold accuracies of the trial and the baseline (with the test accuracy, if any)."""
     title = f"{plan.spec.name}, trial #{plan.trial.number}"
     groups = {
         f"trial #{plan.trial.number}": list(plan.trial.user_attrs.get(TrialKey.FOLD_ACCURACIES, []))
@@ -70,9 +84,7 @@ def report_plots(
         groups[f"seed network #{seed.number}"] = list(seed.user_attrs[TrialKey.FOLD_ACCURACIES])
     curves = read_curves(plan.study, plan.trial, store=plan.store)
     return [
-        figures.learning_curves(
-            curves, trained.curves, folder / "learning_curves.png", title=title
-        ),
+        figures.learning_curves(curves, first.curves, folder / "learning_curves.png", title=title),
         figures.fold_accuracies(
             groups,
             folder / "fold_accuracies.png",
@@ -88,8 +100,50 @@ def write_config(plan: ExportPlan, folder: Path) -> Path:
     return write_json(folder / CONFIG_FILE, {"study": study, "command": to_json(plan.command)})
 
 
-def export_record(plan: ExportPlan, tested: TestScore | None, created: str) -> ExportRecord:
+@dataclass(frozen=True)
+class Reference:
+    """The baseline's export that this one is set beside: its record and test predictions."""
+
+    record: ExportRecord
+    predictions: TestPredictions | None
+
+
+def compare_with_baseline(
+    plan: ExportPlan,
+    reference: Reference | None,
+    predictions: TestPredictions | None,
+    members: list[Member],
+) -> BaselineComparison | None:
+    """The card's `baseline` section: the baseline's test errors beside this model's, this model
+    against the baseline's first network on the same images, and seeds against seeds."""
+    if reference is None or predictions is None or reference.record.test_errors is None:
+        return None
+    record, baseline = reference.record, reference.predictions
+    baseline_errors = reference.record.test_errors
+    paired = None
+    if baseline is not None and baseline.data_sha256 == predictions.data_sha256:
+        paired = paired_comparison(predictions, baseline.member(0), seed=plan.spec.seed)
+    errors = [m.record.test_errors for m in members if m.record.test_errors is not None]
+    seeds = None
+    if record.member_errors and len(record.member_errors) > 1 and len(errors) > 1:
+        seeds = mean_difference(errors, record.member_errors)
+    return BaselineComparison(
+        **dataclasses.asdict(record),
+        errors_saved=baseline_errors - predictions.errors,
+        paired=paired,
+        seeds_compared=seeds,
+    )
+
+
+def export_record(
+    plan: ExportPlan,
+    tested: TestScore | None,
+    members: list[Member],
+    versus: BaselineComparison | None,
+    created: str,
+) -> ExportRecord:
     """What the study keeps of this export (`StudyKey.EXPORTS`)."""
+    errors = [m.record.test_errors for m in members if m.record.test_errors is not None]
     return ExportRecord(
         trial=plan.trial.number,
         test_accuracy=tested.accuracy if tested else None,
@@ -99,24 +153,53 @@ def export_record(plan: ExportPlan, tested: TestScore | None, created: str) -> E
         data_sha256=plan.train.sha256,
         out=str(plan.out_dir),
         created=created,
+        seeds=len(members),
+        member_errors=errors if len(errors) == len(members) else None,
+        versus=versus.paired.sentence() if versus and versus.paired else None,
+        tuning_gain=versus.seeds_compared.sentence() if versus and versus.seeds_compared else None,
+    )
+
+
+def ensemble_summary(
+    plan: ExportPlan, members: list[Member], predictions: TestPredictions | None
+) -> EnsembleSummary:
+    """The members' test errors, their mean and spread, and the errors of the mean of the first
+    k members for every k."""
+    errors = [m.record.test_errors for m in members]
+    known = [e for e in errors if e is not None]
+    curve = []
+    if predictions is not None:
+        stacked = np.stack([m.predictions.probabilities for m in members if m.predictions])
+        means = np.cumsum(stacked, axis=0) / np.arange(1, len(stacked) + 1)[:, None, None]
+        curve = [int(np.sum(mean.argmax(axis=1) != predictions.labels)) for mean in means]
+    return EnsembleSummary(
+        members="seeds" if len({m.record.trial for m in members}) == 1 else "top",
+        scores=[
+            MemberScore(m.record.trial, m.record.seed, m.record.test_errors, m.record.seconds)
+            for m in members
+        ],
+        mean_errors=float(np.mean(known)) if known else None,
+        std_errors=float(np.std(known, ddof=1)) if len(known) > 1 else None,
+        curve=curve,
     )
 
 
 def export_card(
     plan: ExportPlan,
-    trained: Retrained,
+    members: list[Member],
+    shipped: Path,
     tested: TestScore | None,
-    reference: ExportRecord | None,
+    predictions: TestPredictions | None,
+    versus: BaselineComparison | None,
     *,
-    plots: list[Path],
+    files: list[str],
     artifacts: dict[str, str],
     created: str,
 ) -> ExportCard:
-    """The export's card: the trial, its CV and test scores, the baseline beside it (its stored
-    `reference` export), how the model was trained, and the files and artifacts published."""
-    trial, train = plan.trial, plan.train
+    """The export's card: the trial, its CV and test scores, the baseline beside it, its
+    members, how the model (the `shipped` file) was trained, and what was published."""
+    trial, train, first = plan.trial, plan.train, members[0].record
     attrs = trial.user_attrs
-    files = [MODEL_FILE, SAVED_MODEL_DIR, CARD_FILE, CONFIG_FILE, *(p.name for p in plots)]
     return ExportCard(
         study=plan.spec.name,
         trial=trial.number,
@@ -131,36 +214,28 @@ def export_card(
             protocol=plan.protocol,
             train_seconds=attrs.get(TrialKey.TRAIN_SECONDS),
         ),
-        sha256={"model": file_sha256(trained.path), "data": train.sha256},
+        sha256={"model": file_sha256(shipped), "data": train.sha256},
         study_file=str(plan.spec.path),
         storage=plan.command.storage,
         seed_network=bool(attrs.get(TrialKey.BASELINE)),
         test=tested,
-        baseline=_versus(reference, tested),
+        baseline=versus,
+        ensemble=ensemble_summary(plan, members, predictions),
         training=TrainingRecord(
             images=len(train.y),
-            recipe=trained.recipe,
+            recipe=first.recipe,
             epoch_scale=plan.settings.epoch_scale,
             seed=plan.spec.seed,
-            final_loss=trained.curves["loss"][-1],
-            final_accuracy=trained.curves["accuracy"][-1],
-            seconds=round(trained.seconds, 2),
+            final_loss=first.curves["loss"][-1],
+            final_accuracy=first.curves["accuracy"][-1],
+            seconds=round(sum(m.record.seconds for m in members), 2),
             device=detect().describe(),
         ),
-        param_count=int(trained.model.count_params()),
+        param_count=sum(m.record.param_count for m in members),
         data=train.source,
         files=sorted(files),
         artifacts=artifacts,
         input=train.input_convention(),
         versions=library_versions(),
         created=created,
-    )
-
-
-def _versus(reference: ExportRecord | None, tested: TestScore | None) -> BaselineComparison | None:
-    """The card's `baseline` section: the baseline's test errors beside this model's."""
-    if reference is None or tested is None or reference.test_errors is None:
-        return None
-    return BaselineComparison(
-        **dataclasses.asdict(reference), errors_saved=reference.test_errors - tested.errors
     )

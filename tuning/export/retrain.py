@@ -12,11 +12,13 @@ from typing import Any
 
 import keras
 import optuna
+from optuna.trial import FrozenTrial
 
 from tuning.export.plan import ExportPlan
 from tuning.hp import OptunaHyperParameters
 from tuning.memory import release_memory
 from tuning.model.file import load_model_file
+from tuning.study.rungs import rung_scores
 from tuning.training.recipe import Recipe
 
 MODEL_FILE = "model.keras"
@@ -39,20 +41,29 @@ class Retrained:
 
 
 def retrain(
-    plan: ExportPlan, folder: Path, *, say: Callable[[str], None], on_epoch: EpochFn | None
+    plan: ExportPlan,
+    folder: Path,
+    *,
+    trial: FrozenTrial | None = None,
+    seed: int | None = None,
+    say: Callable[[str], None],
+    on_epoch: EpochFn | None,
 ) -> Retrained:
-    """Train `plan.trial` on all of `plan.train`, save it as `folder/model.keras` (and a
-    SavedModel) and load it back safely."""
-    hypermodel, trial = plan.hypermodel, plan.trial
+    """Train `trial` (default: `plan.trial`) on all of `plan.train` with `seed` (default: the
+    study's), save it as `folder/model.keras` and load it back safely."""
+    hypermodel, trial = plan.hypermodel, trial or plan.trial
+    seed = plan.spec.seed if seed is None else seed
     hp = OptunaHyperParameters(optuna.trial.FixedTrial(trial.params))  # type: ignore[arg-type]
     # A HyperModel with its own fit chooses its epochs; every other follows the tuned recipe.
     recipe = None if hypermodel.own_fit else hypermodel.recipe(hp).scaled(plan.settings.epoch_scale)
     epochs = "its own" if recipe is None else str(recipe.epochs)
+    score = rung_scores(trial)
+    cv = f"rung {max(score)} CV {score[max(score)]:.4f}" if score else "no CV score"
     say(
-        f"retraining trial #{trial.number} (rung {plan.top_rung} CV {plan.cv_score:.4f}) on "
-        f"{len(plan.train.y)} images for {epochs} epochs"
+        f"retraining trial #{trial.number} ({cv}) with seed {seed} on {len(plan.train.y)} "
+        f"images for {epochs} epochs"
     )
-    keras.utils.set_random_seed(plan.spec.seed)
+    keras.utils.set_random_seed(seed)
     model = hypermodel.build(hp)
     start = time.perf_counter()
     history = hypermodel.fit(
@@ -62,7 +73,7 @@ def retrain(
         plan.train.y,
         epoch_scale=plan.settings.epoch_scale,
         callbacks=_epoch_progress(recipe.epochs if recipe else 0, on_epoch),
-        seed=plan.spec.seed,
+        seed=seed,
     ).history
     seconds = time.perf_counter() - start
     # Trained on one-hot labels (label smoothing); users evaluate on integer labels.
@@ -74,7 +85,6 @@ def retrain(
     release_memory()
     # Everything after this point uses the file the user gets, loaded as `tuning predict` does.
     model = load_model_file(path)
-    model.export(str(folder / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
     curves = {key: [float(v) for v in values] for key, values in history.items()}
     return Retrained(model, path, recipe, curves, seconds)
 

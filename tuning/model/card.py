@@ -13,14 +13,15 @@ from typing import Any
 
 from tuning.errors import ModelError
 from tuning.images.dataset import InputConvention
+from tuning.model.compare import MeanDifference, PairedComparison
 from tuning.protocol import PROTOCOL_VERSION, Protocol
 from tuning.records import ExportRecord
 from tuning.training.cv import Interval
 from tuning.training.recipe import Recipe
-from tuning.typed_json import RecordError, from_json, to_json, write_json
+from tuning.typed_json import OMIT_NONE, RecordError, from_json, to_json, write_json
 
 CARD_FILE = "model_card.json"
-CARD_VERSION = 3  # 3: typed cards with `kind` (2: export cards, 1: transfer cards)
+CARD_VERSION = 4  # 4: members, ensemble, paired comparison; 3: typed cards with `kind`
 KINDS = ("export", "transfer")
 # The JSON's first and last keys; a kind's own sections stand between them.
 _HEAD = ("card_version", "kind", "study", "trial", "params", "class_names", "cv", "sha256")
@@ -39,12 +40,39 @@ class TestScore:
     images: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BaselineComparison(ExportRecord):
     """The baseline's stored export beside this model: `errors_saved` is the baseline's test
-    errors minus this model's (negative: this model makes more)."""
+    errors minus this model's (negative: this model makes more). `paired` sets this model
+    against one baseline network (its first seed) on the same test images; `seeds` sets this
+    export's members against the baseline's, seed for seed: did tuning help?"""
 
     errors_saved: int
+    paired: PairedComparison | None = field(default=None, metadata=OMIT_NONE)
+    seeds_compared: MeanDifference | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class MemberScore:
+    """One network of the shipped model: its trial, seed, test errors and training seconds."""
+
+    trial: int
+    seed: int
+    errors: int | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EnsembleSummary:
+    """The members behind the shipped model (`members`: "seeds" of one trial or the "top"
+    trials), their test errors, and `curve`: the errors of the mean of the first k members for
+    k = 1, 2, ... (the last is the shipped model's)."""
+
+    members: str
+    scores: list[MemberScore]
+    mean_errors: float | None
+    std_errors: float | None
+    curve: list[int]
 
 
 @dataclass(frozen=True)
@@ -64,7 +92,8 @@ class CVSummary:
 @dataclass(frozen=True)
 class TrainingRecord:
     """How the exported model was trained: `recipe` is the trial's own (None: the HyperModel's
-    own fit chose how), on `images` training images, seeded by `seed`, on `device`."""
+    own fit chose how), on `images` training images, seeded by `seed`, on `device`. The final
+    loss and accuracy are its first member's; `seconds` is all its members' training."""
 
     images: int
     recipe: Recipe | None
@@ -87,13 +116,15 @@ class HeldOutScore:
 
 @dataclass(frozen=True)
 class BaseRecord:
-    """The exported model a transfer froze: its file, sha256, study, trial and test accuracy."""
+    """The exported model a transfer froze: its file, sha256, study, trial and test accuracy,
+    and, from an ensemble, which of its members (`froze`, in words)."""
 
     path: str
     sha256: str
     study: str | None = None
     trial: int | None = None
     test_accuracy: float | None = None
+    froze: str | None = field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +215,7 @@ class ExportCard(ModelCard):
     seed_network: bool = False
     test: TestScore | None = None  # None: the data has no test split
     baseline: BaselineComparison | None = None
+    ensemble: EnsembleSummary | None = field(default=None, metadata=OMIT_NONE)
     training: TrainingRecord | None = None
     param_count: int | None = None
     data: str | None = None

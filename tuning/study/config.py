@@ -16,6 +16,8 @@ from tuning.protocol import Protocol, Rung
 SAMPLERS = ("tpe", "random")
 # Pruners that decide which trials climb the fidelity rungs (`tuning.study.rungs`).
 PRUNERS = ("successive_halving", "hyperband", "median", "none")
+MEMBER_KINDS = ("seeds", "top")  # [export] members: seeds of the chosen trial, or top trials
+MAX_SEEDS = 50
 # Keras dtype policies a model can be built with. mixed_bfloat16 (bfloat16 compute, float32
 # weights) needs a CPU with AVX512-BF16 or AMX to be fast; mixed_float16 a GPU with tensor cores.
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -73,9 +75,14 @@ class Budget:
 @dataclass(frozen=True)
 class ExportSettings:
     """What `tuning export` changes about the winning trial's recipe besides the data (all
-    training images instead of a fold): its epochs are multiplied by `epoch_scale`."""
+    training images instead of a fold): its epochs are multiplied by `epoch_scale`. It ships
+    `seeds` networks (more than one: an ensemble averaging their outputs), trained with the
+    seeds `study.seed`, `study.seed + 1`, ...: of the chosen trial (`members = "seeds"`), or
+    one of each of the best distinct trials at the top rung (`members = "top"`)."""
 
     epoch_scale: float = 1.0
+    seeds: int = 1
+    members: str = "seeds"
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,8 @@ _SCHEMA: dict[str, dict[str, _Rule]] = {
     },
     "export": {
         "epoch_scale": ((int, float), lambda v: 0 < v <= 20, "a number in (0, 20]"),
+        "seeds": ((int,), lambda v: 1 <= v <= MAX_SEEDS, f"an integer in [1, {MAX_SEEDS}]"),
+        "members": ((str,), lambda v: v in MEMBER_KINDS, f"one of {', '.join(MEMBER_KINDS)}"),
     },
 }
 
@@ -219,7 +228,8 @@ def _check_table(
     if former:
         raise ConfigError(
             f"{path}: 'export.{former[0]}' is now part of each trial's tuned recipe; the [export] "
-            "table takes only 'epoch_scale' (export epochs = the trial's epochs x epoch_scale)"
+            "table takes 'epoch_scale' (export epochs = the trial's epochs x epoch_scale), 'seeds' "
+            "and 'members'"
         )
     values: dict[str, Any] = {}
     for key, value in table.items():

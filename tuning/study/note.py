@@ -9,9 +9,10 @@ from typing import Any
 import optuna
 
 from tuning.notes import save_note, space_table
-from tuning.records import StudyKey, TrialKey
+from tuning.records import ExportRecord, StudyKey, TrialKey
 from tuning.study.config import Rung
 from tuning.study.rungs import RungCorrelation, rung_correlations, rung_step
+from tuning.typed_json import RecordError
 
 EXPORT_COMMAND = "tuning export {study_file}"
 
@@ -111,6 +112,7 @@ def study_note(
             EXPORT_COMMAND.format(study_file=study_file),
             "```",
         ]
+    lines += _export_section(attrs.get(StudyKey.EXPORT))
     if devices:
         lines += ["", "### Devices", ""]
         lines += [f"- {name}: {n} trial(s) so far" for name, n in devices.items()]
@@ -119,6 +121,29 @@ def study_note(
         listed = ", ".join(f"{k} {v}" for k, v in versions.items())
         lines += ["", "### Versions", "", listed]
     return "\n".join(lines) + "\n"
+
+
+def _export_section(value: Any) -> list[str]:
+    """The latest export's test score, set beside the baseline's, as markdown lines."""
+    try:
+        record = ExportRecord.from_attr(dict(value)) if isinstance(value, Mapping) else None
+    except RecordError:
+        return []
+    if record is None or record.test_errors is None:
+        return []
+    members = f", an ensemble of {record.seeds}" if record.seeds > 1 else ""
+    lines = [
+        "",
+        "### Latest export",
+        "",
+        f"- **Trial #{record.trial}**{members}: {record.test_errors} test errors in "
+        f"{record.test_images} (accuracy {record.test_accuracy:.4f}), in `{record.out}`",
+    ]
+    if record.versus:
+        lines.append(f"- **Against the baseline (one network):** {record.versus}")
+    if record.tuning_gain:
+        lines.append(f"- **Did tuning help?** {record.tuning_gain}")
+    return lines
 
 
 def trial_devices(study: optuna.Study, current: str | None = None) -> dict[str, int]:

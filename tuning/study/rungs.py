@@ -100,15 +100,28 @@ def highest_rung(trial: FrozenTrial) -> int:
     return max(rung_scores(trial), default=-1)
 
 
+def ranked_at_highest_rung(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """Completed and pruned trials that reached the highest rung any reached, best first (ties:
+    the earlier trial), one per distinct set of parameters (its best-scoring trial)."""
+    scored = [t for t in trials if t.state in SCORED_STATES and rung_scores(t)]
+    if not scored:
+        return []
+    top = max(highest_rung(t) for t in scored)
+    at_top = sorted(
+        (t for t in scored if top in rung_scores(t)),
+        key=lambda t: (-rung_scores(t)[top], t.number),
+    )
+    distinct: dict[str, FrozenTrial] = {}
+    for trial in at_top:
+        distinct.setdefault(repr(sorted(trial.params.items())), trial)
+    return list(distinct.values())
+
+
 def best_at_highest_rung(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
     """Among completed and pruned trials, the best-scoring one at the highest rung any reached;
     a trial that stopped lower never wins over one scored closer to what export trains."""
-    scored = [t for t in trials if t.state in SCORED_STATES and rung_scores(t)]
-    if not scored:
-        return None
-    top = max(highest_rung(t) for t in scored)
-    at_top = [t for t in scored if top in rung_scores(t)]
-    return max(at_top, key=lambda t: (rung_scores(t)[top], -t.number))
+    ranked = ranked_at_highest_rung(trials)
+    return ranked[0] if ranked else None
 
 
 @dataclass(frozen=True)

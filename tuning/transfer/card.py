@@ -179,6 +179,7 @@ def base_record(base: BaseModel) -> BaseRecord:
         study=base.study,
         trial=base.trial,
         test_accuracy=test.accuracy if test is not None else None,
+        froze=base.froze,
     )
 
 

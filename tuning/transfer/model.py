@@ -20,12 +20,14 @@ from tuning.errors import ModelError
 from tuning.images.mnist import file_sha256
 from tuning.memory import release_memory
 from tuning.model.card import CARD_FILE, ModelCard
+from tuning.model.ensemble import ensemble_members
 from tuning.model.file import load_model_file
 from tuning.training.cv import fold_indices
 from tuning.training.divergence import DivergenceGuard
 from tuning.training.recipe import Recipe, augment_batch
 
 BATCH_SIZE = 8
+MEMBER_CHOICES = ("best", "all")  # what a transfer freezes of an ensemble
 # Fine-tuning the unfrozen top runs at this fraction of the head's learning rate, for half the
 # head's epochs: large steps would wash out the MNIST features that 9 images a class cannot
 # re-learn.
@@ -49,6 +51,8 @@ class BaseModel:
     card: ModelCard
     config: dict[str, Any]
     weights: list[np.ndarray]
+    members: str | None = None  # an ensemble's: what was frozen ("best" or "all" members)
+    froze: str | None = None  # the same, in words
 
     @property
     def study(self) -> str | None:
@@ -59,13 +63,20 @@ class BaseModel:
         return self.card.trial
 
 
-def load_base(path: str | Path) -> BaseModel:
+def load_base(path: str | Path, *, members: str = "best") -> BaseModel:
     """Load an exported model after checking its sha256 against `model_card.json` beside it.
+    From an ensemble it takes, by `members`, the member with the fewest test errors on its
+    card ("best"), or every member's features side by side under one new head ("all").
 
     Raises:
         ModelError: no card, no sha256 on it, a mismatch (the file changed since export), the
             model cannot be loaded safely, or its last layer is not a Dense softmax to replace.
+        ValueError: `members` is neither "best" nor "all".
     """
+    if members not in MEMBER_CHOICES:
+        raise ValueError(
+            f"members must be one of {', '.join(MEMBER_CHOICES)}. Received: {members!r}"
+        )
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found; run `tuning export` first")
@@ -90,6 +101,11 @@ def load_base(path: str | Path) -> BaseModel:
             "it again"
         )
     model = load_model_file(path)
+    chosen, froze = None, None
+    parts = ensemble_members(model)
+    if parts:
+        chosen = members
+        model, froze = _from_ensemble(parts, card, members)
     try:
         last = model.layers[-1]
         if not isinstance(last, keras.layers.Dense) or len(model.inputs) != 1:
@@ -97,21 +113,47 @@ def load_base(path: str | Path) -> BaseModel:
                 f"{path}: expected a single-input model ending in a Dense softmax layer to "
                 f"replace. Received last layer: {type(last).__name__} {last.name!r}"
             )
-        return BaseModel(
-            path, actual, card, keras.saving.serialize_keras_object(model), model.get_weights()
-        )
+        config = keras.saving.serialize_keras_object(model)
+        return BaseModel(path, actual, card, config, model.get_weights(), chosen, froze)
     finally:
         release_memory()
+
+
+def _from_ensemble(parts: list[keras.Model], card: ModelCard, members: str) -> tuple[Any, str]:
+    """The network to transfer from an ensemble's members, and what was frozen, in words."""
+    if members == "best":
+        ensemble = getattr(card, "ensemble", None)
+        errors = [s.errors for s in ensemble.scores] if ensemble else []
+        if len(errors) == len(parts) and None not in errors:
+            index = int(np.argmin(errors))
+            return parts[index], (
+                f"member {index + 1} of {len(parts)}, the one with the fewest test errors: "
+                f"{errors[index]}"
+            )
+        return parts[0], f"member 1 of {len(parts)} (the card gives no member errors)"
+    inputs = keras.Input(shape=parts[0].input_shape[1:], name="image")
+    features = [
+        keras.Model(part.input, part.layers[-1].input, name=f"member_{i}_features")(inputs)
+        for i, part in enumerate(parts)
+    ]
+    joined = keras.layers.Concatenate(name="member_features")(features)
+    # A placeholder for the head `build` puts in its place.
+    outputs = keras.layers.Dense(parts[0].output_shape[-1], activation="softmax")(joined)
+    width = int(joined.shape[-1])
+    froze = f"the features of all {len(parts)} members side by side, {width} in all"
+    return keras.Model(inputs, outputs, name="ensemble_features"), froze
 
 
 def unfreeze_groups(model: keras.Model) -> list[list[str]]:
     """Trainable layer groups from the top: the dense layer(s) after the conv blocks, then each
     conv block (`block{b}_*`) from the last to the first. BatchNorm layers are never unfrozen:
-    their statistics from 60,000 digits beat any from a few dozen letters."""
+    their statistics from 60,000 digits beat any from a few dozen letters. Whole networks
+    nested inside (an ensemble's members) are never unfrozen either."""
     groups: list[list[str]] = []
     keys: list[str] = []
     for layer in model.layers[:-1]:
-        if not layer.weights or isinstance(layer, keras.layers.BatchNormalization):
+        frozen_kind = isinstance(layer, keras.layers.BatchNormalization | keras.Model)
+        if not layer.weights or frozen_kind:
             continue
         match = re.match(r"(block\d+)_", layer.name)
         key = match.group(1) if match else layer.name

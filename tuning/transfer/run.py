@@ -86,6 +86,7 @@ def run_transfer(
     study_name: str | None = None,
     search: Search | None = None,
     seed: int = 42,
+    members: str = "best",
     artifacts: str | Path | None = None,
     command: str = "",
     log: LogFn | None = None,
@@ -95,7 +96,8 @@ def run_transfer(
     (default `$TUNING_GREEK`), and publish it to `out` (default `storage/models/<study>`).
 
     `on_data` sees the loaded images first (say, to warn about skipped files); `command` is
-    recorded as the way to reproduce the run. `search` defaults to `Search()`.
+    recorded as the way to reproduce the run. `search` defaults to `Search()`. From an ensemble
+    export, `members` says what is frozen: its "best" member, or "all" members' features.
 
     Raises:
         ModelError: the base model is missing, does not match its card, or cannot be replaced.
@@ -106,7 +108,7 @@ def run_transfer(
     say = log or (lambda _message: None)
     started = time.perf_counter()
     search = search or Search()
-    base = transfer.load_base(model_path)
+    base = transfer.load_base(model_path, members=members)
     images = _load_images(data, classes, search, on_data)
     name = study_name or study_name_for(base, images)
     url = resolve_storage_url(storage)

@@ -3,7 +3,7 @@ in the same storage as the MNIST study."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 
@@ -13,7 +13,7 @@ from tuning.records import StudyKey, space_fingerprint
 from tuning.storage import open_storage, redact
 from tuning.transfer import model as transfer
 from tuning.transfer.search import Search
-from tuning.typed_json import to_json
+from tuning.typed_json import OMIT_NONE, to_json
 
 OBJECTIVE = "held-out log loss (minimize)"
 # Generic split names say nothing about a dataset; its parent folder ("greek") does.
@@ -33,6 +33,7 @@ class TransferProtocol:
     inner_folds: int
     seed: int
     objective: str = OBJECTIVE
+    base_members: str | None = field(default=None, metadata=OMIT_NONE)  # of an ensemble base
 
     def to_attr(self) -> dict[str, object]:
         return dict(to_json(self))
@@ -49,14 +50,21 @@ def transfer_protocol(
         space_fingerprint=space_fingerprint(search.space),
         inner_folds=search.inner_folds,
         seed=seed,
+        base_members=base.members,
     )
 
 
 def study_name_for(base: transfer.BaseModel, data: ImageFolder) -> str:
-    """`<base study>-<dataset>-<classes>`, e.g. `mnist_cnn-greek-alpha-beta-gamma`."""
+    """`<base study>-<dataset>-<classes>`, e.g. `mnist_cnn-greek-alpha-beta-gamma` (from an
+    ensemble, with `-best-member` or `-all-members` after it)."""
     root = data.root.resolve()
     dataset = root.parent.name if root.name.lower() in _SPLIT_NAMES else root.name
-    return f"{base.study or base.path.parent.name}-{dataset}-{'-'.join(data.class_names)}"
+    name = f"{base.study or base.path.parent.name}-{dataset}-{'-'.join(data.class_names)}"
+    return (
+        f"{name}-{base.members}-member{'s' if base.members == 'all' else ''}"
+        if base.members
+        else name
+    )
 
 
 def open_transfer_study(

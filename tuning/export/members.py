@@ -1,0 +1,179 @@
+"""The members an export ships: its trial's recipe trained with several seeds (or the best
+distinct trials at the top rung, one seed each), each tested once on the test split.
+
+Every finished member is kept in a hidden folder beside the export (`.<study>.members/`, shared
+by all exports of the study to that parent folder) with the record of how it was made, so a
+killed or interrupted export resumes without training it again, and a later export with more
+seeds or other members trains only the new ones. A member is reused only when its record matches
+what the export would train now.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from optuna.trial import FrozenTrial
+
+from tuning.export.plan import ExportPlan
+from tuning.export.retrain import MODEL_FILE, EpochFn, retrain
+from tuning.memory import release_memory
+from tuning.model.file import load_model_file
+from tuning.model.predictions import TestPredictions, test_data_sha256
+from tuning.study.rungs import ranked_at_highest_rung
+from tuning.training.recipe import Recipe
+from tuning.typed_json import RecordError, from_json, read_json, to_json, write_json
+
+MEMBER_FILE = "member.json"
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """How one member was trained (trial, its params, seed, epoch scale, training data) and how
+    it did: its per-epoch `curves`, training `seconds`, and its errors on the test images whose
+    sha256 is `test_sha256` (None: the data has no test split)."""
+
+    trial: int
+    seed: int
+    params: dict[str, Any]
+    epoch_scale: float
+    data_sha256: str
+    test_sha256: str | None
+    test_errors: int | None
+    recipe: Recipe | None
+    curves: dict[str, list[float]]
+    seconds: float
+    param_count: int
+
+
+@dataclass(frozen=True)
+class Member:
+    """A trained member: its record, its `model.keras` and its test predictions (None: no test
+    split)."""
+
+    record: MemberRecord
+    path: Path
+    predictions: TestPredictions | None
+
+
+def members_dir(out_dir: Path, study: str) -> Path:
+    """Where the members of `study`'s exports to `out_dir` are kept: a hidden folder beside it."""
+    return out_dir.with_name(f".{study}.members")
+
+
+def member_trials(plan: ExportPlan) -> list[tuple[FrozenTrial, int]]:
+    """(trial, seed) of each member: `seeds` seeds of the trial, or with `members = "top"` the
+    best distinct trials at the top rung (the chosen trial first), one seed each."""
+    seeds, base = plan.settings.seeds, plan.spec.seed
+    if plan.settings.members == "top" and not plan.is_baseline:
+        others = [
+            t for t in ranked_at_highest_rung(plan.study.trials) if t.number != plan.trial.number
+        ]
+        return [(trial, base) for trial in [plan.trial, *others][:seeds]]
+    return [(plan.trial, base + index) for index in range(seeds)]
+
+
+def train_members(
+    plan: ExportPlan, *, say: Callable[[str], None], on_epoch: EpochFn | None
+) -> list[Member]:
+    """Every member of `plan`, from its folder when it is already trained, else trained now."""
+    cache = members_dir(plan.out_dir, plan.spec.name)
+    wanted = member_trials(plan)
+    if len(wanted) < plan.settings.seeds:
+        say(
+            f"only {len(wanted)} distinct trials reached the top rung: the ensemble has "
+            f"{len(wanted)} members, not {plan.settings.seeds}"
+        )
+    test_sha = test_data_sha256(plan.test.x, plan.test.y) if plan.test is not None else None
+    members = []
+    for index, (trial, seed) in enumerate(wanted):
+        folder = cache / f"trial{trial.number}-seed{seed}"
+        member = _stored(folder, plan, trial, seed, test_sha)
+        if member is not None:
+            say(f"member {index + 1}/{len(wanted)}: trial #{trial.number}, seed {seed}, kept "
+                f"from {folder} ({member.record.test_errors} test errors)")  # fmt: skip
+        else:
+            if len(wanted) > 1:
+                say(f"member {index + 1}/{len(wanted)}:")
+            member = _train(folder, plan, trial, seed, test_sha, say=say, on_epoch=on_epoch)
+        members.append(member)
+    return members
+
+
+def _stored(
+    folder: Path, plan: ExportPlan, trial: FrozenTrial, seed: int, test_sha: str | None
+) -> Member | None:
+    """The member kept in `folder`, if it was trained exactly as `plan` would train it now."""
+    try:
+        record = from_json(MemberRecord, read_json(folder / MEMBER_FILE))
+    except (OSError, ValueError, RecordError):
+        return None
+    same = (
+        record.trial == trial.number
+        and record.seed == seed
+        and record.params == dict(trial.params)
+        and record.epoch_scale == plan.settings.epoch_scale
+        and record.data_sha256 == plan.train.sha256
+        and record.test_sha256 == test_sha
+    )
+    if not same or not (folder / MODEL_FILE).is_file():
+        return None
+    predictions = None
+    if test_sha is not None:
+        try:
+            predictions = TestPredictions.load(folder)
+        except ValueError:
+            return None
+    return Member(record, folder / MODEL_FILE, predictions)
+
+
+def _train(
+    folder: Path,
+    plan: ExportPlan,
+    trial: FrozenTrial,
+    seed: int,
+    test_sha: str | None,
+    *,
+    say: Callable[[str], None],
+    on_epoch: EpochFn | None,
+) -> Member:
+    """Train one member into a fresh folder, test it once, and only then put the folder in
+    place: a member folder holds a whole member or is absent."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    trained = retrain(plan, partial, trial=trial, seed=seed, say=say, on_epoch=on_epoch)
+    predictions = None
+    if plan.test is not None and test_sha is not None:
+        probabilities = trained.model.predict(plan.test.x, batch_size=500, verbose=0)
+        labels = np.asarray(plan.test.y, dtype=np.int64)
+        predictions = TestPredictions(labels, np.asarray(probabilities, np.float64), test_sha)
+        predictions.save(partial)
+    record = MemberRecord(
+        trial=trial.number,
+        seed=seed,
+        params=dict(trial.params),
+        epoch_scale=plan.settings.epoch_scale,
+        data_sha256=plan.train.sha256,
+        test_sha256=test_sha,
+        test_errors=predictions.errors if predictions else None,
+        recipe=trained.recipe,
+        curves=trained.curves,
+        seconds=round(trained.seconds, 2),
+        param_count=int(trained.model.count_params()),
+    )
+    write_json(partial / MEMBER_FILE, to_json(record))
+    del trained
+    release_memory()
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return Member(record, folder / MODEL_FILE, predictions)
+
+
+def load_members(members: list[Member]) -> list[Any]:
+    """The members' networks, loaded from their files as `tuning predict` would load them."""
+    return [load_model_file(member.path) for member in members]
