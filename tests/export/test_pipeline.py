@@ -176,6 +176,9 @@ def test_the_shipped_ensemble_is_the_mean_of_its_members_each_tested_once(
     model = load_model_file(exported.out / "model.keras")  # safe_mode=True
     assert [m.name for m in ensemble_members(model)] == ["member_0", "member_1"]
     assert card.param_count == model.count_params()
+    # The file holds the members' weights, not their optimizers' state (which would triple it).
+    weights = 4 * model.count_params()  # float32
+    assert (exported.out / "model.keras").stat().st_size < 1.1 * weights + 100_000
     # `tuning predict` runs it like any network, with the digits' class names.
     with np.load(exported.data) as data:
         Image.fromarray(data["x_test"][0]).save(tmp_path / "digit.png")

@@ -128,3 +128,7 @@ def test_cli_compare_without_predictions_is_one_line(
     assert main(["compare", str(tmp_path), str(tmp_path)]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no test predictions" in err[0] and str(tmp_path) in err[0]
+    missing = tmp_path / "no-such-export"
+    assert main(["compare", str(missing), str(tmp_path)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{missing / 'test_predictions.npz'}: no test predictions" in err[0]

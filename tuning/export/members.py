@@ -175,5 +175,6 @@ def _train(
 
 
 def load_members(members: list[Member]) -> list[Any]:
-    """The members' networks, loaded from their files as `tuning predict` would load them."""
-    return [load_model_file(member.path) for member in members]
+    """The members' networks, loaded safely from their files without their optimizers (an
+    ensemble keeps their weights, not their training state)."""
+    return [load_model_file(member.path, compile=False) for member in members]

@@ -12,8 +12,9 @@ from tuning.model.card import CARD_FILE, ModelCard
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
-def load_model_file(path: str | Path) -> Any:
-    """A `keras.Model` from a `.keras` file, loaded with `safe_mode=True`.
+def load_model_file(path: str | Path, *, compile: bool = True) -> Any:
+    """A `keras.Model` from a `.keras` file, loaded with `safe_mode=True` (`compile=False`: without
+    its optimizer, loss and metrics, e.g. to nest it in another model).
 
     Raises:
         ModelError: the file is missing, is legacy HDF5 (refused: its loader runs code from the
@@ -41,7 +42,7 @@ def load_model_file(path: str | Path) -> Any:
     import keras
 
     try:
-        model = keras.saving.load_model(path, safe_mode=True)
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "safe_mode" in message or "unsafe" in message.lower():

@@ -88,9 +88,9 @@ class TestPredictions:
             ModelError: there is none, or it is not a predictions file of matching shapes.
         """
         path = Path(path)
-        if path.is_dir():
+        if path.is_dir() or not path.suffix:  # an export folder (or a missing one)
             path = path / PREDICTIONS_FILE
-        elif path.suffix != ".npz":
+        elif path.suffix != ".npz":  # the model file inside it
             path = path.with_name(PREDICTIONS_FILE)
         if not path.is_file():
             raise ModelError(
