@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bench import common
@@ -354,3 +355,54 @@ def test_fidelity_without_the_study_is_one_error_line(
     assert "no study database" in errors[0]
     assert "study 'other'" in errors[1] and "not found" in errors[1]
     assert not (bench_out / "fidelity.json").exists()
+
+
+def _members(folder: Path, wrong: list[list[int]], n: int = 20) -> None:
+    """An export's predictions on `n` images of class 0: member i says class 1 with 0.8 on the
+    images in wrong[i] and class 0 with 0.9 on the others, so that the mean of several members
+    is wrong where most of them are."""
+    from tuning.model.predictions import TestPredictions
+
+    labels = np.zeros(n, dtype=np.int64)
+    members = np.tile([0.9, 0.1], (len(wrong), n, 1))
+    for i, images in enumerate(wrong):
+        members[i, images] = [0.2, 0.8]
+    folder.mkdir(parents=True)
+    TestPredictions(labels, members.mean(axis=0), "sha", members).save(folder)
+
+
+def test_ensembles_reports_errors_against_members_from_stored_predictions(
+    bench_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three members wrong on {0, 1}, {1} and {2}: alone 2, 1, 1 errors. A pair's mean is wrong
+    only where both are (0.55 for class 0 against 0.45 where one is): 1, 0, 0 errors. All three
+    are wrong on image 1 only, where two of them are (class 1: (0.8 + 0.8 + 0.1) / 3 > 0.5)."""
+    from bench.__main__ import main
+
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    _members(ours, [[0, 1], [1], [2]])
+    _members(theirs, [[0, 1, 2], [3, 4], [5, 6, 7]])
+    assert main(["ensembles", "--models", str(ours), str(theirs)]) == 0
+    result = _saved(bench_out, "ensembles")
+    curve = result["exports"][0]["curve"]
+    assert [(r["k"], r["subsets"], r["min"], r["max"], r["first_k"]) for r in curve] == [
+        (1, 3, 1, 2, 2),
+        (2, 3, 0, 1, 1),
+        (3, 1, 1, 1, 1),
+    ]
+    assert [r["mean"] for r in curve] == pytest.approx([4 / 3, 1 / 3, 1])
+    assert result["seeds_compared"][0]["sentence"].startswith(
+        "mean errors 1.3 against 2.7 (3 seeds against 3): 1.3 fewer"
+    )
+    assert "| ours | 2 | 3 | 0.3 (0-1) | 1 |" in capsys.readouterr().out
+
+
+def test_ensembles_without_predictions_is_one_error_line(
+    bench_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.__main__ import main
+
+    assert main(["ensembles", "--models", str(tmp_path / "none")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and "no test predictions" in errors[0]
+    assert not (bench_out / "ensembles.json").exists()

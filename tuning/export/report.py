@@ -160,9 +160,7 @@ def export_record(
     )
 
 
-def ensemble_summary(
-    plan: ExportPlan, members: list[Member], predictions: TestPredictions | None
-) -> EnsembleSummary:
+def ensemble_summary(members: list[Member], predictions: TestPredictions | None) -> EnsembleSummary:
     """The members' test errors, their mean and spread, and the errors of the mean of the first
     k members for every k."""
     errors = [m.record.test_errors for m in members]
@@ -220,7 +218,7 @@ def export_card(
         seed_network=bool(attrs.get(TrialKey.BASELINE)),
         test=tested,
         baseline=versus,
-        ensemble=ensemble_summary(plan, members, predictions),
+        ensemble=ensemble_summary(members, predictions),
         training=TrainingRecord(
             images=len(train.y),
             recipe=first.recipe,
