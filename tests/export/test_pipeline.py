@@ -357,6 +357,33 @@ def test_unwritable_output_is_refused_before_training(
         )
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "line"),
+    [
+        ("--seeds", "0", "--seeds: must be an integer in [1, 50]. Received: seeds=0"),
+        ("--seeds", "51", "--seeds: must be an integer in [1, 50]. Received: seeds=51"),
+        ("--epoch-scale", "25", "--epoch-scale: must be a number in (0, 20]. Received: "
+         "epoch_scale=25.0"),
+    ],
+)  # fmt: skip
+def test_bad_export_options_are_one_line_naming_the_flag_before_training(
+    exported: Exported,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
+    line: str,
+) -> None:
+    """The flags obey the study file's own [export] rules, and say so in the flag's name."""
+    monkeypatch.setattr(recipes, "train", lambda *a, **k: pytest.fail("trained anyway"))
+    common = ["--storage", exported.storage, "--data", str(exported.data)]
+    out = ["--out", str(tmp_path / "m")]
+    assert main(["export", str(SMOKE), *common, *out, flag, value]) != 0
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {line}"]
+    assert not (tmp_path / "m").exists()
+
+
 def test_other_training_data_is_refused(exported: Exported, tmp_path: Path) -> None:
     with np.load(exported.data) as data:
         arrays = {k: data[k] for k in data.files}

@@ -23,7 +23,7 @@ from tuning.export.plan import ExportPlan
 from tuning.export.retrain import MODEL_FILE, EpochFn, retrain
 from tuning.memory import release_memory
 from tuning.model.file import load_model_file
-from tuning.model.predictions import TestPredictions, test_data_sha256
+from tuning.model.predictions import TestPredictions
 from tuning.study.rungs import ranked_at_highest_rung
 from tuning.training.recipe import Recipe
 from tuning.typed_json import RecordError, from_json, read_json, to_json, write_json
@@ -88,7 +88,7 @@ def train_members(
             f"only {len(wanted)} distinct trials reached the top rung: the ensemble has "
             f"{len(wanted)} members, not {plan.settings.seeds}"
         )
-    test_sha = test_data_sha256(plan.test.x, plan.test.y) if plan.test is not None else None
+    test_sha = plan.test_sha256
     members = []
     for index, (trial, seed) in enumerate(wanted):
         folder = cache / f"trial{trial.number}-seed{seed}"
@@ -172,6 +172,11 @@ def _train(
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return Member(record, folder / MODEL_FILE, predictions)
+
+
+def member_errors(members: list[Member]) -> list[int]:
+    """The members' test errors, of those tested (all, or none when there is no test split)."""
+    return [m.record.test_errors for m in members if m.record.test_errors is not None]
 
 
 def load_members(members: list[Member]) -> list[Any]:

@@ -12,7 +12,6 @@ invented one.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -153,12 +152,13 @@ def export_trial(
             model, shipped = ship(members, folder, say=say)
             title = f"{plan.spec.name}, trial #{plan.trial.number}"
             tested, predictions, test_plots = None, None, list[Path]()
-            if plan.test is None:
+            test, test_sha256 = plan.test, plan.test_sha256
+            if test is None or test_sha256 is None:
                 say(f"{plan.train.source} has no test split: no test accuracy is reported")
             else:
-                say(f"evaluating once on the {len(plan.test.y)} test images")
+                say(f"evaluating once on the {len(test.y)} test images")
                 tested, predictions, test_plots = evaluate_once(
-                    model, plan.test, members, folder, title=title, seed=plan.spec.seed
+                    model, test, test_sha256, members, folder, title=title, seed=plan.spec.seed
                 )
             del model
             plots = [*report_plots(plan, members[0].record, tested, folder), *test_plots]
@@ -171,9 +171,8 @@ def export_trial(
             created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             versus = compare_with_baseline(plan, reference, predictions, members)
             record = export_record(plan, tested, members, versus, created)
-            if plan.is_baseline:  # the baseline is set beside itself, without statistics
-                itself = compare_with_baseline(plan, Reference(record, None), predictions, [])
-                versus = itself and dataclasses.replace(itself, seeds_compared=None)
+            if plan.is_baseline:  # set beside itself: no predictions, no seeds to compare
+                versus = compare_with_baseline(plan, Reference(record, None), predictions, [])
             files = [p.name for p in kept] + [SAVED_MODEL_DIR, CARD_FILE]
             card = export_card(
                 plan, members, shipped, tested, predictions, versus,

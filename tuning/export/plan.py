@@ -6,6 +6,7 @@ checked here, so a bad one fails before a minute of training."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,11 @@ from tuning.export.selection import (
     trial_out_dir,
 )
 from tuning.images.dataset import Images, load_images, load_training
+from tuning.model.predictions import test_data_sha256
 from tuning.protocol import Protocol
 from tuning.publish import Publication
 from tuning.storage import redact, resolve_storage_url
-from tuning.study.config import MAX_SEEDS, MEMBER_KINDS, ExportSettings, StudySpec
+from tuning.study.config import ExportSettings, StudySpec, export_setting_problem
 from tuning.study.recipe_hypermodel import RecipeHyperModel
 from tuning.study.rungs import highest_rung, rung_scores
 
@@ -65,6 +67,11 @@ class ExportPlan:
     command: ExportCommand
     seed_trial: FrozenTrial | None
     compare: bool = True
+
+    @functools.cached_property
+    def test_sha256(self) -> str | None:
+        """The sha256 of the test images and labels (None: no test split), hashed once."""
+        return None if self.test is None else test_data_sha256(self.test.x, self.test.y)
 
     @property
     def top_rung(self) -> int:
@@ -123,17 +130,11 @@ def plan_export(
     """
     url = resolve_storage_url(storage)
     study, chosen = load_exportable_study(spec, url, trial=trial)
-    if epoch_scale is not None and not 0 < epoch_scale <= 20:
-        raise ExportError(
-            f"must be in (0, 20]. Received: epoch_scale={epoch_scale}", param="epoch_scale"
-        )
-    if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
-        raise ExportError(f"must be in [1, {MAX_SEEDS}]. Received: seeds={seeds}", param="seeds")
-    if members is not None and members not in MEMBER_KINDS:
-        raise ExportError(
-            f"must be one of {', '.join(MEMBER_KINDS)}. Received: members={members!r}",
-            param="members",
-        )
+    given = {"epoch_scale": epoch_scale, "seeds": seeds, "members": members}
+    for key, value in given.items():
+        expected = None if value is None else export_setting_problem(key, value)
+        if expected:
+            raise ExportError(f"must be {expected}. Received: {key}={value!r}", param=key)
     source = spec.data_source(data)
     train = load_training(source, class_names=spec.data.class_names)
     spec = spec.for_images(len(train.y))

@@ -12,7 +12,7 @@ import numpy as np
 
 from tuning import figures
 from tuning.device import detect
-from tuning.export.members import Member, MemberRecord
+from tuning.export.members import Member, MemberRecord, member_errors
 from tuning.export.plan import ExportPlan
 from tuning.images.dataset import Images
 from tuning.images.mnist import file_sha256
@@ -26,7 +26,7 @@ from tuning.model.card import (
     TrainingRecord,
 )
 from tuning.model.compare import mean_difference, paired_comparison
-from tuning.model.predictions import TestPredictions, test_data_sha256
+from tuning.model.predictions import TestPredictions
 from tuning.records import ExportRecord, TrialKey, library_versions
 from tuning.study.curves import read_curves
 from tuning.study.rungs import rung_scores
@@ -36,7 +36,14 @@ CONFIG_FILE = "config.json"
 
 
 def evaluate_once(
-    model: Any, test: Images, members: list[Member], folder: Path, *, title: str, seed: int
+    model: Any,
+    test: Images,
+    test_sha256: str,
+    members: list[Member],
+    folder: Path,
+    *,
+    title: str,
+    seed: int,
 ) -> tuple[TestScore, TestPredictions, list[Path]]:
     """The one evaluation on the test split, its predictions (with each member's, for an
     ensemble) saved as `test_predictions.npz`, and its confusion matrix and prediction grid."""
@@ -46,7 +53,7 @@ def evaluate_once(
     predictions = TestPredictions(
         labels,
         probs,
-        test_data_sha256(test.x, test.y),
+        test_sha256,
         np.stack(stacked) if len(members) > 1 and len(stacked) == len(members) else None,
     )
     predictions.save(folder)
@@ -121,9 +128,9 @@ def compare_with_baseline(
     record, baseline = reference.record, reference.predictions
     baseline_errors = reference.record.test_errors
     paired = None
-    if baseline is not None and baseline.data_sha256 == predictions.data_sha256:
+    if baseline is not None and baseline.same_images(predictions):
         paired = paired_comparison(predictions, baseline.member(0), seed=plan.spec.seed)
-    errors = [m.record.test_errors for m in members if m.record.test_errors is not None]
+    errors = member_errors(members)
     seeds = None
     if record.member_errors and len(record.member_errors) > 1 and len(errors) > 1:
         seeds = mean_difference(errors, record.member_errors)
@@ -143,7 +150,7 @@ def export_record(
     created: str,
 ) -> ExportRecord:
     """What the study keeps of this export (`StudyKey.EXPORTS`)."""
-    errors = [m.record.test_errors for m in members if m.record.test_errors is not None]
+    errors = member_errors(members)
     return ExportRecord(
         trial=plan.trial.number,
         test_accuracy=tested.accuracy if tested else None,
@@ -163,8 +170,7 @@ def export_record(
 def ensemble_summary(members: list[Member], predictions: TestPredictions | None) -> EnsembleSummary:
     """The members' test errors, their mean and spread, and the errors of the mean of the first
     k members for every k."""
-    errors = [m.record.test_errors for m in members]
-    known = [e for e in errors if e is not None]
+    known = member_errors(members)
     curve = []
     if predictions is not None:
         stacked = np.stack([m.predictions.probabilities for m in members if m.predictions])

@@ -86,12 +86,10 @@ def paired_comparison(
     Raises:
         ModelError: their test images differ (by sha256 or by count).
     """
-    if model.data_sha256 != reference.data_sha256 or len(model.labels) != len(reference.labels):
+    if not model.same_images(reference):
         raise ModelError(
-            "the two models were tested on different test data (test sha256 "
-            f"{model.data_sha256[:12]}… on {len(model.labels)} images against "
-            f"{reference.data_sha256[:12]}… on {len(reference.labels)}); a paired comparison "
-            "needs the same images"
+            f"the two models were tested on different test data ({model.describe_images()}, "
+            f"against {reference.describe_images()}); a paired comparison needs the same images"
         )
     wrong, reference_wrong = model.wrong, reference.wrong
     only_reference = int(np.sum(reference_wrong & ~wrong))
@@ -200,10 +198,10 @@ def compare_exports(
             f"must be at least 100. Received: resamples={resamples}", param="resamples"
         )
     ours, theirs = TestPredictions.load(model), TestPredictions.load(reference)
-    if ours.data_sha256 != theirs.data_sha256 or len(ours.labels) != len(theirs.labels):
+    if not ours.same_images(theirs):
         raise ModelError(
-            f"{model} and {reference} were tested on different test data ({len(ours.labels)} "
-            f"images, sha256 {ours.data_sha256[:12]}…, against {len(theirs.labels)}, "
-            f"{theirs.data_sha256[:12]}…); compare exports of the same test split"
+            f"{model} and {reference} were tested on different test data "
+            f"({ours.describe_images()}, against {theirs.describe_images()}); compare exports "
+            "of the same test split"
         )
     return paired_comparison(ours, theirs, resamples=resamples, seed=seed)

@@ -59,6 +59,13 @@ class TestPredictions:
     def member_count(self) -> int:
         return 0 if self.members is None else len(self.members)
 
+    def same_images(self, other: TestPredictions) -> bool:
+        """Whether `other` was predicted on the same test images and labels."""
+        return self.data_sha256 == other.data_sha256 and len(self.labels) == len(other.labels)
+
+    def describe_images(self) -> str:
+        return f"{len(self.labels)} images, sha256 {self.data_sha256[:12]}…"
+
     def member(self, index: int) -> TestPredictions:
         """The predictions of member `index` alone (a single model is its own member 0)."""
         if self.members is None:

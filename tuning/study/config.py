@@ -217,6 +217,20 @@ _SCHEMA: dict[str, dict[str, _Rule]] = {
 _FORMER_EXPORT_KEYS = ("epochs", "schedule", "augment", "rotation", "shift", "zoom")
 
 
+def _problem(rule: _Rule, value: Any) -> str | None:
+    """What `value` must be by `rule`, if it is not (None: it is fine)."""
+    types, check, expected = rule
+    # bool is an int in Python; a flag is never a count.
+    bad_type = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+    return expected if bad_type or not check(value) else None
+
+
+def export_setting_problem(key: str, value: Any) -> str | None:
+    """What `value` must be to stand for `[export] key`, in words, if it is not (None: it is
+    fine): the study file's rule, for values given another way (a flag, a parameter)."""
+    return _problem(_SCHEMA["export"][key], value)
+
+
 def _check_table(
     path: Path, section: str, table: Any, *, where: str | None = None
 ) -> dict[str, Any]:
@@ -237,10 +251,8 @@ def _check_table(
             raise ConfigError(
                 f"{path}: unknown key '{where}.{key}'; expected one of: {', '.join(rules)}"
             )
-        types, check, expected = rules[key]
-        # bool is an int in Python; a flag is never a count.
-        bad_type = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
-        if bad_type or not check(value):
+        expected = _problem(rules[key], value)
+        if expected:
             raise ConfigError(f"{path}: '{where}.{key}' must be {expected}. Received: {value!r}")
         values[key] = value
     return values

@@ -19,7 +19,7 @@ import numpy as np
 from tuning.errors import ModelError
 from tuning.images.mnist import file_sha256
 from tuning.memory import release_memory
-from tuning.model.card import CARD_FILE, ModelCard
+from tuning.model.card import CARD_FILE, ExportCard, ModelCard
 from tuning.model.ensemble import ensemble_members
 from tuning.model.file import load_model_file
 from tuning.training.cv import fold_indices
@@ -122,9 +122,10 @@ def load_base(path: str | Path, *, members: str = "best") -> BaseModel:
 def _from_ensemble(parts: list[keras.Model], card: ModelCard, members: str) -> tuple[Any, str]:
     """The network to transfer from an ensemble's members, and what was frozen, in words."""
     if members == "best":
-        ensemble = getattr(card, "ensemble", None)
-        errors = [s.errors for s in ensemble.scores] if ensemble else []
-        if len(errors) == len(parts) and None not in errors:
+        ensemble = card.ensemble if isinstance(card, ExportCard) else None
+        scores = ensemble.scores if ensemble else []
+        errors = [s.errors for s in scores if s.errors is not None]
+        if len(errors) == len(parts):  # every member's errors known
             index = int(np.argmin(errors))
             return parts[index], (
                 f"member {index + 1} of {len(parts)}, the one with the fewest test errors: "
