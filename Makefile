@@ -8,7 +8,8 @@ CLASSES ?= alpha,beta,gamma
 # With an NVIDIA driver (nvidia-smi works), the `cuda` extra brings CUDA and cuDNN from PyPI.
 EXTRAS ?= dev$(shell nvidia-smi >/dev/null 2>&1 && echo ,cuda)
 
-.PHONY: help venv study export example transfer dashboard test test-slow lint bench clean
+.PHONY: help venv study export example transfer dashboard test test-slow lint bench device-check \
+	clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -24,6 +25,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed  ## create .venv and install the project with its dev tools
+
+# The suite also runs the pipeline under JAX (tests/test_backends.py), so tests add the jax extra.
+$(VENV)/.installed-jax: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS),jax]'
+	touch $@
 
 study: venv  ## run (or resume) the default study $(STUDY)
 	$(BIN)/tuning study $(STUDY)
@@ -42,10 +48,10 @@ example: venv  ## render the shapes data, then study and export studies/custom_e
 dashboard: venv  ## optuna-dashboard on storage/ at http://127.0.0.1:8080 (Ctrl-C stops it)
 	$(BIN)/tuning dashboard
 
-worker: venv  ## join $(STUDY) as one more worker (THREADS=n: TensorFlow threads for it)
+worker: venv  ## join $(STUDY) as one more worker (THREADS=n: CPU threads for it)
 	$(BIN)/tuning worker $(STUDY) $(if $(THREADS),--threads $(THREADS))
 
-workers: venv  ## run WORKERS workers (default 2) here: cores split, one GPU each if several
+workers: venv  ## run WORKERS workers (default 2) here: cores split; GPUs in turn, or all share one
 	@n=$${WORKERS:-2}; t=$$(( $$(nproc) / n )); t=$$(( t > 0 ? t : 1 )); \
 	g=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true); \
 	echo "$$n workers x $$t threads on $(STUDY)$$( (( g > 1 )) && echo ", GPUs 0-$$((g - 1)) in turn")"; \
@@ -54,10 +60,10 @@ workers: venv  ## run WORKERS workers (default 2) here: cores split, one GPU eac
 		$(BIN)/tuning worker $(STUDY) --threads $$t --no-progress & \
 	done; wait
 
-test: venv  ## run the test suite (fast; needs TUNING_MNIST for the real-data slices)
+test: $(VENV)/.installed-jax  ## run the test suite (fast; needs TUNING_MNIST for the real-data slices)
 	$(BIN)/pytest
 
-test-slow: venv  ## also run the slow end-to-end tests
+test-slow: $(VENV)/.installed-jax  ## also run the slow end-to-end tests
 	$(BIN)/pytest -m "slow or not slow"
 
 lint: venv  ## ruff (lint + format check) and mypy
@@ -67,6 +73,11 @@ lint: venv  ## ruff (lint + format check) and mypy
 
 bench: venv  ## run the benchmarks in bench/, results in storage/bench/
 	$(BIN)/python -m bench
+
+# The wheels (pinned to .venv) and data a lent GPU machine without TensorFlow or a package index
+# needs, in storage/device/; prints the command to run there (bench/device_check.sh run).
+device-check: venv  ## prepare storage/device/ for the check on a lent GPU (bench/device_check.sh)
+	bash bench/device_check.sh prepare
 
 clean:  ## remove .venv and caches (never storage/)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

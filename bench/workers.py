@@ -1,16 +1,23 @@
-"""Trials per hour on this machine: 1 worker x all cores against W workers x (cores / W) threads.
+"""Trials per hour on this machine: k workers x (cores / k) threads each, for several k.
 
-Each layout runs `tuning worker` processes on a fresh SQLite study (one rung: 2-fold CV, recipes
-of 1-2 epochs) for the same wall-clock budget; trials that finished in that time are counted.
+On a CPU, k = 1 (all cores in one worker) against k = cores (one thread each). On a GPU, k = 1,
+2 and 4 workers share the one GPU (each takes GPU memory as it needs it), since one small CNN at
+batch 32 leaves most of a big GPU idle. Each layout runs `tuning worker` processes on a fresh
+SQLite study (one rung: 2-fold CV, recipes of 1-2 epochs) for the same wall-clock budget; trials
+that finished are counted.
+
+`python -m bench workers [--quick]`, or `python -m bench.workers --counts 1 2 4 --seconds 90`.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +78,24 @@ def _layout(workers: int, threads: int, seconds: float, subset: int) -> dict[str
         }
 
 
-def run(*, quick: bool) -> dict[str, Any]:
-    cores = os.cpu_count() or 1
-    seconds, subset = (20.0, 500) if quick else (240.0, 4000)
-    layouts = [(1, cores)] + ([(cores, 1)] if cores > 1 else [])
+def run(
+    *,
+    quick: bool,
+    counts: Sequence[int] | None = None,
+    seconds: float | None = None,
+    subset: int | None = None,
+) -> dict[str, Any]:
+    from tuning.device import detect
+
+    cores, device = os.cpu_count() or 1, detect()
+    seconds = seconds or (20.0 if quick else 240.0)
+    subset = subset or (500 if quick else 4000)
+    if counts is None:
+        counts = (1, 2, 4) if device.gpus else (1, cores) if cores > 1 else (1,)
+    layouts = [(k, max(1, cores // k)) for k in counts]
     rows = [_layout(w, t, seconds, subset) for w, t in layouts]
-    table = (
+    table = f"{device.describe()}, {seconds:g} s per layout, subset {subset}\n\n"
+    table += (
         "| workers x threads | complete trials | wall (s) | trials/hour |\n|---|---:|---:|---:|\n"
     )
     table += "\n".join(
@@ -84,6 +103,22 @@ def run(*, quick: bool) -> dict[str, Any]:
         f"{r['wall_seconds']} | {r['trials_per_hour']} |"
         for r in rows
     )
-    result = {"budget_seconds": seconds, "subset": subset, "layouts": rows}
-    save("workers", result, table)
-    return result
+    result = {"device": device.describe(), "budget_seconds": seconds, "subset": subset}
+    save("workers", {**result, "layouts": rows}, table)
+    print(table, flush=True)
+    return {**result, "layouts": rows}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__)
+    parser.add_argument("--counts", type=int, nargs="+", help="workers per layout")
+    parser.add_argument("--seconds", type=float, help="wall-clock budget per layout")
+    parser.add_argument("--subset", type=int, help="training images of the study")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    run(quick=args.quick, counts=args.counts, seconds=args.seconds, subset=args.subset)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

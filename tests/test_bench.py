@@ -406,3 +406,22 @@ def test_ensembles_without_predictions_is_one_error_line(
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 1 and "no test predictions" in errors[0]
     assert not (bench_out / "ensembles.json").exists()
+
+
+def test_backends_quick_sets_each_backend_beside_the_first_in_the_same_round(
+    bench_out: Path,
+) -> None:
+    from bench import backends
+
+    backends.run(quick=True, backends=["tensorflow", "jax"])
+    result = _saved(bench_out, "backends")
+    runs, summary = result["runs"], result["summary"]
+    assert list(runs) == ["tensorflow", "jax"] and result["rounds"] == 1
+    assert runs["tensorflow"][0]["versions"].keys() == {"tensorflow"}
+    assert runs["jax"][0]["versions"].keys() == {"jax", "jaxlib"}
+    for name, (run,) in runs.items():
+        assert run["backend"] == name and run["img_s"] > 0 and run["peak_gpu_mib"] is None
+        ratio = run["img_s"] / runs["tensorflow"][0]["img_s"]
+        assert summary[name]["ratio"]["median"] == pytest.approx(ratio, abs=1e-3)
+    assert summary["tensorflow"]["ratio"]["median"] == 1.0
+    assert "| jax | jax " in (bench_out / "backends.md").read_text()

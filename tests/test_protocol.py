@@ -14,12 +14,14 @@ def test_a_protocol_is_stored_as_it_always_was_and_checked_key_by_key() -> None:
     )
     # The stored form of an MNIST study of the built-in space: no hypermodel, no class names.
     assert list(protocol.to_attr()) == [
-        "protocol_version", "rungs", "max_epochs", "seed", "precision", "data_sha256",
-        "space_fingerprint",
+        "protocol_version", "rungs", "max_epochs", "seed", "precision", "backend",
+        "data_sha256", "space_fingerprint",
     ]  # fmt: skip
-    before_precision = {k: v for k, v in protocol.to_attr().items() if k != "precision"}
-    stored = Protocol.read(before_precision, study="s", remedy="r")
-    assert stored == protocol  # a study stored before `precision` meant float32
+    for key in ("precision", "backend"):
+        before_key = {k: v for k, v in protocol.to_attr().items() if k != key}
+        stored = Protocol.read(before_key, study="s", remedy="r")
+        # A study stored before `precision` meant float32; before `backend`, TensorFlow.
+        assert stored == protocol
     other = Protocol.read({**protocol.to_attr(), "seed": 7}, study="s", remedy="r")
     with pytest.raises(
         Exception, match="^study 's' was made with seed=7, but this run has seed=42"

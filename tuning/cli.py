@@ -11,15 +11,18 @@ import time
 import typing
 from collections.abc import Callable, Sequence
 
-# Before TensorFlow is imported anywhere: keep its C++ start-up chatter out of the user's terminal,
-# and let GPU memory grow as needed, so two workers can share a GPU. The variable, unlike
-# tuning.device.configure_gpus, holds however early a model is built (the study's space
+from tuning.device import GPU_MEMORY_ENV
+
+# Before any backend is imported: keep TensorFlow's C++ start-up chatter out of the user's
+# terminal, and let GPU memory grow as needed, so several workers can share a GPU. The variables,
+# unlike tuning.device.configure_gpus, hold however early a model is built (the study's space
 # description builds some before a trial asks for the device) and in re-executed processes.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+for _key, _value in GPU_MEMORY_ENV.items():
+    os.environ.setdefault(_key, _value)
 
-from tuning.console import Console, open_console, verbose_from_env
-from tuning.errors import TuningError
+from tuning.console import Console, open_console, verbose_from_env  # noqa: E402
+from tuning.errors import TuningError  # noqa: E402
 
 Command = Callable[[argparse.Namespace], int]
 STORAGE_HELP = "database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
@@ -65,6 +68,7 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
     As a worker (`tuning worker`), the process joins a study others may be running: its sampler
     gets a seed of its own, and `--trials` counts the trials this process runs.
     """
+    from tuning import backend
     from tuning.device import detect
     from tuning.storage import redact, resolve_storage_url
     from tuning.study.config import load_spec
@@ -108,7 +112,7 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
         args.argv, finished=progress.finished, n_trials=n_trials, timeout=timeout,
         before_exec=console.detach,
     )  # fmt: skip
-    device = detect().describe()
+    device = f"{detect().describe()}, Keras backend {backend.name()}"
     print(summary(study, storage=redact(storage), study_file=args.study_file, device=device))
     return 0
 

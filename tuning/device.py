@@ -1,12 +1,11 @@
 """Where training runs: GPU memory growth, the device's name, and the precision `auto` picks.
 
 The choices are pure functions of what the machine reports (GPU compute capabilities, CPU flags),
-so they are tested on any machine; `detect()` asks TensorFlow and the OS once per process.
+so they are tested on any machine; `detect()` asks the Keras backend and the OS once per process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import platform
@@ -16,11 +15,14 @@ from dataclasses import dataclass
 TENSOR_CORE_CAPABILITY = (7, 0)
 # CPU flags (/proc/cpuinfo) under which oneDNN runs bfloat16 matrix maths natively.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# Set by the `tuning` command before any backend starts: GPU memory is taken as needed, not all
+# at once, so several workers share one GPU (TensorFlow and JAX reserve it all by default).
+GPU_MEMORY_ENV = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 
 
 @dataclass(frozen=True)
 class Gpu:
-    """One GPU as TensorFlow sees it."""
+    """One GPU as the Keras backend sees it."""
 
     name: str
     compute_capability: tuple[int, int] | None
@@ -79,32 +81,19 @@ def _cpu_info() -> tuple[str, frozenset[str]]:
 
 def configure_gpus() -> None:
     """Let every visible GPU's memory grow as needed instead of reserving it all at start-up,
-    so two workers can share one GPU. Must run before TensorFlow uses a GPU; later it is a no-op
-    (the `tuning` command sets TF_FORCE_GPU_ALLOW_GROWTH, which does the same from the start).
-    """
-    import tensorflow as tf
+    so several workers can share one GPU (`tuning.backend.configure_gpu_memory`)."""
+    from tuning.backend import configure_gpu_memory
 
-    for gpu in tf.config.list_physical_devices("GPU"):
-        # Once a GPU is initialised its memory setting can no longer change: nothing to do.
-        with contextlib.suppress(RuntimeError):
-            tf.config.experimental.set_memory_growth(gpu, True)
+    configure_gpu_memory()
 
 
 @functools.cache
 def detect() -> Device:
-    """This process's device (GPUs as TensorFlow sees them, honouring CUDA_VISIBLE_DEVICES)."""
-    import tensorflow as tf
+    """This process's device: the GPUs its Keras backend trains on (CUDA_VISIBLE_DEVICES
+    honoured) and the CPU."""
+    from tuning.backend import list_gpus
 
     configure_gpus()
-    gpus = []
-    for gpu in tf.config.list_physical_devices("GPU"):
-        details = tf.config.experimental.get_device_details(gpu)
-        capability = details.get("compute_capability")
-        gpus.append(
-            Gpu(
-                name=str(details.get("device_name", gpu.name)),
-                compute_capability=tuple(capability) if capability else None,
-            )
-        )
+    gpus = tuple(Gpu(name=gpu, compute_capability=capability) for gpu, capability in list_gpus())
     model, flags = _cpu_info()
-    return Device(gpus=tuple(gpus), cpu_model=model, cpu_cores=os.cpu_count() or 1, cpu_flags=flags)
+    return Device(gpus=gpus, cpu_model=model, cpu_cores=os.cpu_count() or 1, cpu_flags=flags)

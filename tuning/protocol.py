@@ -47,7 +47,8 @@ class Protocol:
     """What every trial's score depends on. A study stores it when it is created; a run resumes
     the study only with the same protocol, and export rebuilds trials only under it.
 
-    `precision` defaults to what studies stored before the key existed used; `hypermodel` and
+    `precision` and `backend` default to what studies stored before the keys existed used;
+    `hypermodel` and
     `class_names` are stored only when set, so that MNIST studies keep their stored form."""
 
     protocol_version: int = PROTOCOL_VERSION
@@ -55,6 +56,7 @@ class Protocol:
     max_epochs: int
     seed: int
     precision: str = "float32"
+    backend: str = "tensorflow"  # the Keras backend; studies stored before the key used this
     hypermodel: str | None = field(default=None, metadata=OMIT_NONE)
     class_names: tuple[str, ...] | None = field(default=None, metadata=OMIT_NONE)
     data_sha256: str

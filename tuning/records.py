@@ -80,13 +80,14 @@ def library_versions() -> dict[str, str]:
     import numpy as np
     import optuna
     import sklearn
-    import tensorflow as tf
 
+    from tuning import backend
     from tuning.device import detect
 
     return {
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
+        "backend": backend.name(),
+        **backend.versions(),
         "keras": keras.__version__,
         "keras_tuner": keras_tuner.__version__,
         "optuna": optuna.__version__,

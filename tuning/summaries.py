@@ -27,9 +27,11 @@ def export_summary(card: ExportCard, out_dir: Path) -> str:
     )
     cv = f"rung {card.cv.rung} CV accuracy {card.cv.mean:.4f}" if card.cv else "no CV score"
     seconds = f" in {training.seconds:.0f} s" if training else ""
+    where = f" on {training.device}" if training else ""
     lines = [
         f"Exported trial #{card.trial} of study {card.study} to {out_dir}/",
         f"  {cv}, {tested}, trained {epochs}{seconds}",
+        f"  Keras backend {card.backend}{where}; formats: {', '.join(card.formats)}",
     ]
     if ensemble and len(ensemble.scores) > 1:
         errors = ", ".join(str(s.errors) for s in ensemble.scores)

@@ -125,6 +125,8 @@ def test_card_describes_the_trial_its_recipe_and_the_files(exported: Exported) -
     assert card.class_names == [str(d) for d in range(10)]
     assert card.training.images == 2000
     assert {"tensorflow", "keras", "optuna"} <= set(card.versions)
+    assert card.backend == card.versions["backend"] == "tensorflow"
+    assert card.formats == ["keras", "saved_model"] and "saved_model" in card.files
     assert card.training.device == card.versions["device"] == detect().describe()
     assert card.test is not None
     assert study.user_attrs["export"]["test_accuracy"] == card.test.accuracy

@@ -143,8 +143,13 @@ def test_cards_written_before_the_typed_records_still_read(tmp_path: Path) -> No
     assert card.training is not None and card.training.recipe is None  # its own fit
     assert card.cv is not None and card.cv.protocol is None  # protocol 1 is not today's record
     assert card.class_names == [str(d) for d in range(10)] and not card.input.resizes
+    # Before version 5 every model was TensorFlow's; its files say whether a SavedModel is there.
+    assert card.backend == "tensorflow" and card.formats == ["keras"]
+    saved = {**VERSION_2_EXPORT, "files": ["model.keras", "saved_model"]}
+    assert ModelCard.read(write_card(tmp_path, saved)).formats == ["keras", "saved_model"]  # type: ignore[union-attr]
 
     card = ModelCard.read(write_card(tmp_path, VERSION_1_TRANSFER))
+    assert card is not None and card.backend == "tensorflow" and card.formats == ["keras"]
     assert isinstance(card, TransferCard) and card.class_names == ["alpha", "beta", "gamma"]
     assert card.cv is not None and card.cv.interval.low == 0.875
     assert card.base is not None and card.base.test_accuracy == 0.9965

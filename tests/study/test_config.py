@@ -52,7 +52,9 @@ def test_rungs_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, text))
     assert spec.fidelity.ladder == (Rung(600, 3, 1, 0.5), Rung(1200, 2))
     assert spec.fidelity.ladder[-1].subset == 1200 and spec.export.epoch_scale == 2
-    protocol = spec.protocol(precision="float32", data_sha256="a" * 64, space_fingerprint="f")
+    protocol = spec.protocol(
+        precision="float32", backend="tensorflow", data_sha256="a" * 64, space_fingerprint="f"
+    )
     assert protocol.to_attr()["rungs"][0] == {
         "subset": 600,
         "folds": 3,

@@ -219,9 +219,12 @@ def test_the_default_mnist_study_keeps_its_protocol_and_fingerprint() -> None:
     assert type(hypermodel) is CNNHyperModel
     # The fingerprint of the stored acceptance study, made before data and spaces were chosen.
     assert space_fingerprint(describe_space(hypermodel)) == "d7273ab52bbf1d66"
-    protocol = spec.protocol(precision="float32", data_sha256="a" * 64, space_fingerprint="f")
+    protocol = spec.protocol(
+        precision="float32", backend="tensorflow", data_sha256="a" * 64, space_fingerprint="f"
+    )
     assert set(protocol.to_attr()) == {"protocol_version", "rungs", "max_epochs", "seed",
-                                       "precision", "data_sha256", "space_fingerprint"}  # fmt: skip
+                                       "precision", "backend", "data_sha256",
+                                       "space_fingerprint"}  # fmt: skip
 
 
 def _bad_npz(folder: Path, **arrays: np.ndarray) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuning import backend
 from tuning.errors import ModelError
 from tuning.export.members import Member, load_members, train_members
 from tuning.export.plan import ExportPlan, plan_export
@@ -149,7 +150,7 @@ def export_trial(
     try:
         with Publication(plan.out_dir, store=plan.store) as publication:
             folder = publication.staging
-            model, shipped = ship(members, folder, say=say)
+            model, shipped, formats = ship(members, folder, say=say)
             title = f"{plan.spec.name}, trial #{plan.trial.number}"
             tested, predictions, test_plots = None, None, list[Path]()
             test, test_sha256 = plan.test, plan.test_sha256
@@ -173,10 +174,11 @@ def export_trial(
             record = export_record(plan, tested, members, versus, created)
             if plan.is_baseline:  # set beside itself: no predictions, no seeds to compare
                 versus = compare_with_baseline(plan, Reference(record, None), predictions, [])
-            files = [p.name for p in kept] + [SAVED_MODEL_DIR, CARD_FILE]
+            saved = [SAVED_MODEL_DIR] if "saved_model" in formats else []
+            files = [p.name for p in kept] + saved + [CARD_FILE]
             card = export_card(
                 plan, members, shipped, tested, predictions, versus,
-                files=files, artifacts=ids, created=created,
+                files=files, formats=formats, artifacts=ids, created=created,
             )  # fmt: skip
             card_id = publication.upload(plan.study, plan.trial, [card.write(folder)])[CARD_FILE]
             publication.commit()
@@ -190,9 +192,10 @@ def export_trial(
     return ExportResult(plan.out_dir, card, card_id, record, predictions)
 
 
-def ship(members: list[Member], folder: Path, *, say: LogFn) -> tuple[Any, Path]:
+def ship(members: list[Member], folder: Path, *, say: LogFn) -> tuple[Any, Path, list[str]]:
     """The model the user gets, in `folder`: the one member's file, or an ensemble averaging
-    all members' outputs; loaded back from its file, with a SavedModel beside it."""
+    all members' outputs; loaded back from its file, with a SavedModel beside it where the
+    backend can write one. Returns the model, its file and the formats written."""
     path = folder / MODEL_FILE
     if len(members) == 1:
         shutil.copyfile(members[0].path, path)
@@ -201,5 +204,8 @@ def ship(members: list[Member], folder: Path, *, say: LogFn) -> tuple[Any, Path]
         build_ensemble(load_members(members)).save(path)
         release_memory()
     model = load_model_file(path)
-    model.export(str(folder / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
-    return model, path
+    formats = ["keras"]
+    if backend.writes_saved_model():
+        model.export(str(folder / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+        formats.append("saved_model")
+    return model, path, formats

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tuning import figures
+from tuning import backend, figures
 from tuning.device import detect
 from tuning.export.members import Member, MemberRecord, member_errors
 from tuning.export.plan import ExportPlan
@@ -197,6 +197,7 @@ def export_card(
     versus: BaselineComparison | None,
     *,
     files: list[str],
+    formats: list[str],
     artifacts: dict[str, str],
     created: str,
 ) -> ExportCard:
@@ -219,6 +220,8 @@ def export_card(
             train_seconds=attrs.get(TrialKey.TRAIN_SECONDS),
         ),
         sha256={"model": file_sha256(shipped), "data": train.sha256},
+        backend=backend.name(),
+        formats=formats,
         study_file=str(plan.spec.path),
         storage=plan.command.storage,
         seed_network=bool(attrs.get(TrialKey.BASELINE)),

@@ -21,7 +21,8 @@ from tuning.training.recipe import Recipe
 from tuning.typed_json import OMIT_NONE, RecordError, from_json, to_json, write_json
 
 CARD_FILE = "model_card.json"
-CARD_VERSION = 4  # 4: members, ensemble, paired comparison; 3: typed cards with `kind`
+# 5: backend and formats; 4: members, ensemble, paired comparison; 3: typed cards with `kind`
+CARD_VERSION = 5
 KINDS = ("export", "transfer")
 # The JSON's first and last keys; a kind's own sections stand between them.
 _HEAD = ("card_version", "kind", "study", "trial", "params", "class_names", "cv", "sha256")
@@ -140,6 +141,8 @@ class ModelCard:
     params: dict[str, Any] = field(default_factory=dict)
     class_names: list[str] | None = None
     sha256: dict[str, str] = field(default_factory=dict)  # "model": the hex sha256 of model.keras
+    backend: str = "tensorflow"  # the Keras backend that trained it
+    formats: list[str] = field(default_factory=lambda: ["keras"])  # "keras", "saved_model"
     input: InputConvention = field(default_factory=InputConvention)
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
@@ -236,8 +239,12 @@ class TransferCard(ModelCard):
 
 def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """Cards of earlier versions in today's form: version 2 cards were all exports and named a
-    HyperModel's own fit by a sentence; a protocol of another version is not today's record."""
+    HyperModel's own fit by a sentence; a protocol of another version is not today's record;
+    before version 5 every model was trained under TensorFlow, and its files say whether a
+    SavedModel was written."""
     data = {"kind": "export", "card_version": 1, **data}
+    if data["card_version"] < 5 and "formats" not in data and isinstance(data.get("files"), list):
+        data["formats"] = ["keras"] + (["saved_model"] if "saved_model" in data["files"] else [])
     training = data.get("training")
     if isinstance(training, dict) and isinstance(training.get("recipe"), str):
         data["training"] = {**training, "recipe": None}

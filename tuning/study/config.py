@@ -127,14 +127,17 @@ class StudySpec:
         """The spec with its subsets resolved against `count` training images."""
         return dataclasses.replace(self, fidelity=self.fidelity.for_images(count))
 
-    def protocol(self, *, precision: str, data_sha256: str, space_fingerprint: str) -> Protocol:
-        """The protocol of this study file's trials in `precision` (what "auto" became), on the
-        data of `data_sha256`, over the space of `space_fingerprint`."""
+    def protocol(
+        self, *, precision: str, backend: str, data_sha256: str, space_fingerprint: str
+    ) -> Protocol:
+        """The protocol of this study file's trials in `precision` (what "auto" became) under the
+        Keras `backend`, on the data of `data_sha256`, over the space of `space_fingerprint`."""
         return Protocol(
             rungs=self.fidelity.ladder,
             max_epochs=self.fidelity.max_epochs,
             seed=self.seed,
             precision=precision,
+            backend=backend,
             hypermodel=self.space.hypermodel,
             class_names=self.data.class_names,
             data_sha256=data_sha256,

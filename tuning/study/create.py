@@ -10,6 +10,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from tuning import backend
 from tuning.device import detect, resolve_precision
 from tuning.errors import StudyMismatchError
 from tuning.protocol import Protocol
@@ -60,6 +61,7 @@ def open_study(
     points = starting_points(spec, space, defaults)  # a bad one fails before anything is stored
     expected = spec.protocol(
         precision=hypermodel.precision,
+        backend=backend.name(),
         data_sha256=data_sha256,
         space_fingerprint=space_fingerprint(space),
     )
@@ -78,6 +80,12 @@ def open_study(
         subject = f"study '{spec.name}' in {redact(url)} (created from {origin})"
         remedy = f"give {spec.path} a new [study] name, or restore what changed"
         previous = Protocol.read(stored, study=subject, remedy=remedy)
+        if previous.backend != expected.backend:
+            raise StudyMismatchError(
+                f"{subject} was scored under the {previous.backend} backend, but this run uses "
+                f"{expected.backend}; run it with KERAS_BACKEND={previous.backend}, or give "
+                f"{spec.path} a new [study] name"
+            )
         # `auto` keeps whatever it became when the study was created.
         ignore = ("precision",) if requested == "auto" else ()
         expected.check(previous, study=subject, remedy=remedy, ignore=ignore)
@@ -111,16 +119,16 @@ def stored_protocol(study: optuna.Study, *, remedy: str) -> Protocol:
 
 
 def _create_or_load(spec: StudySpec, url: str) -> tuple[optuna.Study, bool]:
-    backend = open_storage(url)
+    storage = open_storage(url)
     pruner = make_pruner(spec)
     try:
         # Study names are unique in the database, so exactly one process gets to create it.
         study = optuna.create_study(
-            storage=backend, study_name=spec.name, direction="maximize", pruner=pruner
+            storage=storage, study_name=spec.name, direction="maximize", pruner=pruner
         )
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
-        return optuna.load_study(storage=backend, study_name=spec.name, pruner=pruner), False
+        return optuna.load_study(storage=storage, study_name=spec.name, pruner=pruner), False
 
 
 def _wait_for_protocol(study: optuna.Study, timeout: float = 30.0) -> dict[str, object] | None:

@@ -19,7 +19,7 @@ TRIALS_PER_PROCESS = 10
 
 
 def configure_threads(threads: int | None) -> None:
-    """Give TensorFlow `threads` intra-op threads and one inter-op thread.
+    """Train on `threads` CPU threads (`tuning.backend.set_cpu_threads`).
 
     With W workers on a machine of C cores, `threads = C // W` keeps workers x threads <= cores,
     so workers do not oversubscribe the CPU. Must run before TensorFlow executes any op.
@@ -32,10 +32,9 @@ def configure_threads(threads: int | None) -> None:
             f"must be in 1..{cores} (this machine's cores). Received: threads={threads}",
             param="threads",
         )
-    import tensorflow as tf
+    from tuning.backend import set_cpu_threads
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    set_cpu_threads(threads)
 
 
 def worker_salt() -> int:

@@ -2,9 +2,10 @@
 export and transfer all call it), the one stratified fold splitter and k-fold scorer, and the one
 guard against a diverging loss."""
 
+from tuning.training.batches import augment_batch
 from tuning.training.cv import CVResult, cross_validate, fold_indices
 from tuning.training.divergence import DivergenceGuard
-from tuning.training.recipe import Recipe, augment_batch, train
+from tuning.training.recipe import Recipe, train
 
 __all__ = [
     "CVResult",

@@ -1,9 +1,10 @@
 """The one training recipe: how a built model is trained on arrays, by trials and by export alike.
 
 A `Recipe` holds what a study tunes about training (epochs, batch size, optimizer, learning-rate
-schedule, weight decay, label smoothing, augmentation). `train` applies it: a `tf.data` pipeline
-that shuffles, augments whole batches with one fused affine warp, and one-hot encodes labels,
-then `model.fit` with the schedule laid out over the real number of steps. Trials call it on
+schedule, weight decay, label smoothing, augmentation). `train` applies it: batches that are
+shuffled, warped and one-hot encoded the same way under every Keras backend
+(`tuning.training.batches`), then `model.fit` with the schedule laid out over the real number of
+steps. Trials call it on
 their folds; `tuning export` calls it on all training images with `Recipe.scaled`'s epochs.
 """
 
@@ -17,6 +18,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from tuning import backend
+from tuning.training.batches import make_dataset
 from tuning.training.divergence import DivergenceGuard
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -117,72 +120,8 @@ def compile_model(
         optimizer=make_optimizer(recipe, steps_per_epoch=steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
         metrics=["accuracy"],
-        steps_per_execution=steps_per_execution,
+        steps_per_execution=backend.steps_per_execution(steps_per_execution),
     )
-
-
-def augment_batch(images: Any, recipe: Recipe, key: Any) -> Any:
-    """Each image of an (N, H, W, C) float batch rotated, zoomed and shifted at random about its
-    centre, in one bilinear warp (black fill); `key` is a stateless seed of shape (2,)."""
-    import tensorflow as tf
-
-    n = tf.shape(images)[0]
-    height = tf.cast(tf.shape(images)[1], tf.float32)
-    width = tf.cast(tf.shape(images)[2], tf.float32)
-    u = tf.random.stateless_uniform([n, 4], seed=key, minval=-1.0, maxval=1.0)
-    angle = u[:, 0] * (recipe.rotation * math.pi / 180.0)
-    scale = 1.0 + u[:, 1] * recipe.zoom
-    tx, ty = u[:, 2] * recipe.shift * width, u[:, 3] * recipe.shift * height
-    # The warp maps each output pixel to the input pixel it samples: the inverse transform.
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    cx, cy = (width - 1) / 2, (height - 1) / 2
-    ox = cx - (cos * (cx + tx) + sin * (cy + ty))
-    oy = cy - (-sin * (cx + tx) + cos * (cy + ty))
-    zeros = tf.zeros_like(cos)
-    transform = tf.stack([cos, sin, ox, -sin, cos, oy, zeros, zeros], axis=1)
-    return keras.ops.image.affine_transform(images, transform, fill_mode="constant")
-
-
-def make_dataset(
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    num_classes: int,
-    batch_size: int,
-    recipe: Recipe | None = None,
-    seed: int = 0,
-) -> Any:
-    """(image, one-hot label) float batches; shuffled and augmented by `recipe` if given
-    (training), in order and untouched otherwise (evaluation)."""
-    import tensorflow as tf
-
-    data = tf.data.Dataset.from_tensor_slices((x, y))  # uint8 stays uint8 until batched
-    if recipe is not None:
-        data = data.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size)
-    if recipe is not None and recipe.augments:
-        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-
-        # Plain tensor code: no AutoGraph conversion (which leaves generated files in $TMPDIR).
-        @tf.autograph.experimental.do_not_convert
-        def prepare(batch: Any, draw: Any) -> Any:
-            images, labels = batch
-            key = tf.stack([tf.constant(seed, tf.int64), draw])
-            warped = augment_batch(tf.cast(images, tf.float32), recipe, key)
-            return warped, tf.one_hot(labels, num_classes)
-
-        data = tf.data.Dataset.zip((data, keys)).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        data = data.map(
-            tf.autograph.experimental.do_not_convert(
-                lambda images, labels: (
-                    tf.cast(images, tf.float32),
-                    tf.one_hot(labels, num_classes),
-                )
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    return data.prefetch(tf.data.AUTOTUNE)
 
 
 def train(

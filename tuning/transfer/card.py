@@ -10,6 +10,7 @@ from typing import Any
 
 from sklearn import metrics
 
+from tuning import backend
 from tuning.images.folder import ImageFolder
 from tuning.model.card import BaseRecord, ExportCard, HeldOutScore, TransferCard
 from tuning.training.cv import FoldResult, Interval, NestedResult
@@ -163,6 +164,7 @@ class TransferDetails:
             class_names=self.class_names,
             cv=HeldOutScore(self.cv.accuracy, self.cv.interval, self.protocol.summary),
             sha256=dict(self.sha256 or {}),
+            backend=backend.name(),
             versions=dict(self.versions or {}),
             created=self.created or "",
             base=self.base,

@@ -22,9 +22,10 @@ from tuning.memory import release_memory
 from tuning.model.card import CARD_FILE, ExportCard, ModelCard
 from tuning.model.ensemble import ensemble_members
 from tuning.model.file import load_model_file
+from tuning.training.batches import augment_batch
 from tuning.training.cv import fold_indices
 from tuning.training.divergence import DivergenceGuard
-from tuning.training.recipe import Recipe, augment_batch
+from tuning.training.recipe import Recipe
 
 BATCH_SIZE = 8
 MEMBER_CHOICES = ("best", "all")  # what a transfer freezes of an ensemble
@@ -189,8 +190,7 @@ def augment(x: np.ndarray, strength: float, seed: int) -> np.ndarray:
         shift=MAX_SHIFT_PX / x.shape[2] * strength,
         zoom=MAX_SCALE * strength,
     )
-    key = np.array([seed, 0], dtype=np.int64)
-    warped = keras.ops.convert_to_numpy(augment_batch(x[..., None].astype("float32"), moves, key))
+    warped = augment_batch(x[..., None].astype("float32"), moves, seed)
     return np.clip(np.round(warped[..., 0]), 0, 255).astype(x.dtype)
 
 

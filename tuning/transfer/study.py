@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
+from tuning import backend
 from tuning.images.folder import ImageFolder
 from tuning.protocol import check_fields
 from tuning.records import StudyKey, space_fingerprint
@@ -33,6 +34,7 @@ class TransferProtocol:
     inner_folds: int
     seed: int
     objective: str = OBJECTIVE
+    backend: str = "tensorflow"  # the Keras backend; studies stored before the key used this
     base_members: str | None = field(default=None, metadata=OMIT_NONE)  # of an ensemble base
 
     def to_attr(self) -> dict[str, object]:
@@ -50,6 +52,7 @@ def transfer_protocol(
         space_fingerprint=space_fingerprint(search.space),
         inner_folds=search.inner_folds,
         seed=seed,
+        backend=backend.name(),
         base_members=base.members,
     )
 
@@ -91,7 +94,7 @@ def open_transfer_study(
         study.set_user_attr(StudyKey.PROTOCOL, protocol.to_attr())
         return study, True
     check_fields(
-        stored,
+        {"backend": "tensorflow", **(stored or {})},  # stored before the key existed
         protocol.to_attr(),
         study=f"transfer study '{name}' in {redact(url)}",
         remedy="give the transfer study a new name (or use another storage) to start afresh",

@@ -1,0 +1,168 @@
+"""The second backend: the whole pipeline under JAX (study, export, transfer, predict), a study
+that refuses to resume under another backend, and one seed giving the same batches and warps on
+every backend installed here. Keras fixes its backend once per process, so JAX and PyTorch run
+in child processes; this process is TensorFlow's."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from tests.conftest import ROOT, SMOKE
+from tests.letters import write_letters
+from tuning import backend
+from tuning.cli import main
+from tuning.model.card import ExportCard, ModelCard, TransferCard
+from tuning.model.predict import predict_images
+
+# JAX is installed with the suite (`make test` adds the jax extra), so it is always compared;
+# PyTorch is compared where it is installed (a 750 MB wheel CI does not take).
+BACKENDS = ["tensorflow", "jax"] + (["torch"] if importlib.util.find_spec("torch") else [])
+CLASSES = "alpha,beta,gamma"
+
+BATCHES_SCRIPT = """
+import sys
+import numpy as np
+from tuning.training.batches import make_dataset
+from tuning.training.recipe import Recipe
+
+data = np.load(sys.argv[1])
+recipe = Recipe(rotation=15, shift=0.1, zoom=0.1)
+batches = make_dataset(data["x"], data["y"], num_classes=10, batch_size=8, recipe=recipe, seed=5)
+epochs = []
+for epoch in range(2):
+    if hasattr(batches, "on_epoch_begin"):  # a PyDataset: Keras starts each epoch so
+        batches.on_epoch_begin()
+        epochs.append([batches[i] for i in range(len(batches))])
+    else:  # a tf.data pipeline: each pass is an epoch
+        epochs.append([(np.asarray(a), np.asarray(b)) for a, b in batches])
+np.savez(sys.argv[2], **{
+    f"{kind}{e}": np.concatenate([batch[k] for batch in epoch])
+    for e, epoch in enumerate(epochs) for k, kind in enumerate(("images", "labels"))
+})
+"""
+
+
+def under(name: str) -> dict[str, str]:
+    return {**os.environ, "KERAS_BACKEND": name, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def run_under(
+    name: str, argv: list[str], *, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=ROOT, env=under(name), capture_output=True, text=True, check=False,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def test_one_seed_gives_the_same_batches_and_warps_on_every_backend(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = np.zeros((20, 28, 28, 1), np.uint8)
+    x[:, 6:22, 12:16] = 255  # a bar the warps rotate, zoom and shift
+    x[:, 8:12, 6:22] = rng.integers(100, 255, size=(20, 4, 16, 1))
+    np.savez(tmp_path / "in.npz", x=x, y=np.arange(20) % 10)
+    seen = {}
+    for name in BACKENDS:
+        out = tmp_path / f"{name}.npz"
+        result = run_under(
+            name, [sys.executable, "-c", BATCHES_SCRIPT, str(tmp_path / "in.npz"), str(out)]
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        seen[name] = dict(np.load(out))
+    reference = seen["tensorflow"]
+    first, second = reference["images0"], reference["images1"]
+    assert first.shape == (20, 28, 28, 1) and np.abs(first - second).max() > 100  # new warps
+    assert np.abs(first - np.repeat(x, 1, axis=0).astype(np.float32)).max() > 100  # warped
+    for name, batches in seen.items():
+        for epoch in (0, 1):
+            np.testing.assert_array_equal(batches[f"labels{epoch}"], reference[f"labels{epoch}"])
+            # One bilinear warp per image by each backend's own kernels: equal within 1e-3 of 255.
+            np.testing.assert_allclose(
+                batches[f"images{epoch}"], reference[f"images{epoch}"], atol=1e-3, err_msg=name
+            )
+
+
+@dataclass(frozen=True)
+class JaxRun:
+    folder: Path
+    storage: str
+    export: Path
+    transfer: Path
+    outputs: list[subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def jax_run(tmp_path_factory: pytest.TempPathFactory, mnist_npz: Path) -> JaxRun:
+    """Under KERAS_BACKEND=jax, as a user runs it: the smoke study (2 trials), its export, a
+    transfer to three letters and a prediction."""
+    folder = tmp_path_factory.mktemp("jax")
+    storage = f"sqlite:///{folder / 'studies.db'}"
+    export, transfer = folder / "models" / "smoke", folder / "models" / "letters"
+    letters = write_letters(folder / "letters", CLASSES.split(","), 6)
+    tuning = [sys.executable, "-m", "tuning.cli"]
+    steps = [
+        ["study", str(SMOKE), "--data", str(mnist_npz), "--trials", "2", "--no-progress"],
+        ["export", str(SMOKE), "--data", str(mnist_npz), "--out", str(export)],
+        ["transfer", str(export / "model.keras"), "--data", str(letters), "--classes", CLASSES,
+         "--trials", "1", "--folds", "2", "--out", str(transfer)],
+        ["predict", str(transfer / "model.keras"), str(letters / "beta" / "beta_000.png")],
+    ]  # fmt: skip
+    outputs = []
+    for step in steps:
+        argv = [*tuning, *step, "--storage", storage] if step[0] != "predict" else tuning + step
+        result = run_under("jax", argv, timeout=600)
+        assert result.returncode == 0, f"{step[0]}: {result.stderr[-3000:]}"
+        outputs.append(result)
+    return JaxRun(folder, storage, export, transfer, outputs)
+
+
+def test_under_jax_a_study_exports_transfers_and_predicts(jax_run: JaxRun) -> None:
+    study, exported, transferred, predicted = jax_run.outputs
+    assert "Keras backend jax" in study.stdout
+    assert "Keras backend jax" in exported.stdout and "Exported trial #" in exported.stdout
+    assert "nested-CV accuracy" in transferred.stdout
+    assert predicted.stdout.split()[1] in CLASSES.split(",")
+    export_card = ModelCard.read(jax_run.export / "model.keras")
+    assert isinstance(export_card, ExportCard)
+    assert export_card.backend == "jax" and export_card.versions["backend"] == "jax"
+    assert "jax" in export_card.versions and "tensorflow" not in export_card.versions
+    # TensorFlow is installed beside JAX here, so the SavedModel is written through jax2tf.
+    assert export_card.formats == ["keras", "saved_model"]
+    assert (jax_run.export / "saved_model" / "saved_model.pb").is_file()
+    transfer_card = ModelCard.read(jax_run.transfer / "model.keras")
+    assert isinstance(transfer_card, TransferCard)
+    assert transfer_card.backend == "jax" and transfer_card.formats == ["keras"]
+    stored = json.loads((jax_run.export / "model_card.json").read_text())
+    assert stored["backend"] == "jax" and stored["card_version"] == 5
+
+
+def test_a_model_trained_under_jax_predicts_the_same_under_tensorflow(jax_run: JaxRun) -> None:
+    assert backend.name() == "tensorflow"
+    image = next((jax_run.folder / "letters" / "beta").iterdir())
+    here = predict_images(jax_run.transfer / "model.keras", [image])[0]
+    label, confidence = jax_run.outputs[3].stdout.split()[1:3]
+    assert here.label == label and here.probability == pytest.approx(float(confidence), abs=1e-3)
+
+
+def test_a_study_refuses_to_resume_under_another_backend(
+    jax_run: JaxRun, mnist_npz: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = optuna.load_study(study_name="smoke", storage=jax_run.storage).trials
+    argv = ["study", str(SMOKE), "--storage", jax_run.storage, "--data", str(mnist_npz)]
+    code = main([*argv, "--trials", "1", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "was scored under the jax backend, but this run uses tensorflow" in err
+    assert "run it with KERAS_BACKEND=jax" in err
+    after = optuna.load_study(study_name="smoke", storage=jax_run.storage).trials
+    assert after == before  # nothing trained, nothing stored
