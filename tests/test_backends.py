@@ -103,7 +103,8 @@ class JaxRun:
 
 @pytest.fixture(scope="module")
 def jax_run(tmp_path_factory: pytest.TempPathFactory, mnist_npz: Path) -> JaxRun:
-    """Under KERAS_BACKEND=jax, as a user runs it: the smoke study (2 trials), its export, a
+    """Under KERAS_BACKEND=jax, as a user runs it: the smoke study cut to its first trial (the
+    seed network; JAX compiles each fold's model anew, a few seconds each), its export, a
     transfer to three letters and a prediction."""
     folder = tmp_path_factory.mktemp("jax")
     storage = f"sqlite:///{folder / 'studies.db'}"
@@ -111,7 +112,7 @@ def jax_run(tmp_path_factory: pytest.TempPathFactory, mnist_npz: Path) -> JaxRun
     letters = write_letters(folder / "letters", CLASSES.split(","), 6)
     tuning = [sys.executable, "-m", "tuning.cli"]
     steps = [
-        ["study", str(SMOKE), "--data", str(mnist_npz), "--trials", "2", "--no-progress"],
+        ["study", str(SMOKE), "--data", str(mnist_npz), "--trials", "1", "--no-progress"],
         ["export", str(SMOKE), "--data", str(mnist_npz), "--out", str(export)],
         ["transfer", str(export / "model.keras"), "--data", str(letters), "--classes", CLASSES,
          "--trials", "1", "--folds", "2", "--out", str(transfer)],

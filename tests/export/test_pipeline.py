@@ -197,12 +197,15 @@ def test_the_summary_says_how_the_winner_did_beside_the_baseline(exported: Expor
     assert lines[0] == f"Exported trial #1 of study smoke to {exported.out}/"
     assert f"test accuracy {card.test.accuracy:.4f} ({card.test.errors} errors in 500)" in lines[1]
     assert card.ensemble is not None and card.baseline.paired and card.baseline.seeds_compared
+    assert lines[2] == (
+        f"  Keras backend tensorflow on {detect().describe()}; formats: keras, saved_model"
+    )
     alone = ", ".join(str(s.errors) for s in card.ensemble.scores)
-    assert lines[2].startswith(f"  An ensemble of 2 seeds; alone they make {alone} errors")
-    assert lines[3] == (
+    assert lines[3].startswith(f"  An ensemble of 2 seeds; alone they make {alone} errors")
+    assert lines[4] == (
         f"  Against the baseline (trial #0, one network): {card.baseline.paired.sentence()}"
     )
-    assert lines[4] == f"  Did tuning help? {card.baseline.seeds_compared.sentence()}"
+    assert lines[5] == f"  Did tuning help? {card.baseline.seeds_compared.sentence()}"
 
 
 def test_export_trains_the_trials_recipe_on_every_image_and_reuses_the_stored_baseline(
