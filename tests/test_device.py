@@ -54,3 +54,13 @@ def test_this_machine_is_detected_as_tensorflow_sees_it() -> None:
     if not device.gpus:
         assert device.describe().startswith("CPU: ") and device.cpu_cores == os.cpu_count()
         assert device.cpu_model and device.cpu_model != "unknown CPU"
+
+
+def test_compute_capabilities_read_alike_from_every_backend() -> None:
+    """TensorFlow's and PyTorch's (9, 0), JAX's '9.0'; nothing readable is None (no tensor
+    cores assumed, so float32)."""
+    from tuning.backend import compute_capability
+
+    assert compute_capability((9, 0)) == compute_capability("9.0") == (9, 0)
+    assert compute_capability([7, 5]) == (7, 5)
+    assert compute_capability(None) is compute_capability("sm90") is None

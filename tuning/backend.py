@@ -51,39 +51,38 @@ def list_gpus() -> list[tuple[str, tuple[int, int] | None]]:
     """(name, compute capability) of each GPU the backend trains on (CUDA_VISIBLE_DEVICES
     honoured); empty on a CPU."""
     backend = name()
+    found: list[tuple[str, tuple[int, int] | None]] = []
     if backend == "tensorflow":
         import tensorflow as tf
 
-        found = []
         for gpu in tf.config.list_physical_devices("GPU"):
             details = tf.config.experimental.get_device_details(gpu)
             capability = details.get("compute_capability")
             found.append(
-                (
-                    str(details.get("device_name", gpu.name)),
-                    tuple(capability) if capability else None,
-                )
+                (str(details.get("device_name", gpu.name)), compute_capability(capability))
             )
-        return found
-    if backend == "jax":
+    elif backend == "jax":
         import jax
 
-        gpus = [d for d in jax.devices() if d.platform == "gpu"]
-        return [
-            (str(d.device_kind), _capability(getattr(d, "compute_capability", None))) for d in gpus
-        ]
-    import torch
+        for device in jax.devices():
+            if device.platform == "gpu":
+                capability = getattr(device, "compute_capability", None)
+                found.append((str(device.device_kind), compute_capability(capability)))
+    else:
+        import torch
 
-    return [
-        (torch.cuda.get_device_name(i), tuple(torch.cuda.get_device_capability(i)))  # type: ignore[misc]
-        for i in range(torch.cuda.device_count())
-    ]
+        for i in range(torch.cuda.device_count()):
+            capability = torch.cuda.get_device_capability(i)
+            found.append((str(torch.cuda.get_device_name(i)), compute_capability(capability)))
+    return found
 
 
-def _capability(text: str | None) -> tuple[int, int] | None:
-    """'9.0' -> (9, 0)."""
-    with contextlib.suppress(AttributeError, ValueError):
-        major, minor = str(text).split(".")[:2]
+def compute_capability(given: Any) -> tuple[int, int] | None:
+    """A compute capability as (major, minor), from TensorFlow's and PyTorch's (9, 0) or JAX's
+    '9.0'; None if there is none."""
+    parts = given.split(".") if isinstance(given, str) else given
+    with contextlib.suppress(TypeError, ValueError):
+        major, minor = parts[:2]
         return int(major), int(minor)
     return None
 
