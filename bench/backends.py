@@ -30,7 +30,7 @@ from typing import Any
 from bench.common import save
 from bench.harness import load_average, spread
 from tuning.backend import BACKENDS
-from tuning.device import GPU_MEMORY_ENV
+from tuning.device import process_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,7 +82,7 @@ def _spawn(name: str, *, images: int, epochs: int, batch: int, seed: int) -> dic
     argv = [sys.executable, "-m", "bench.backends", "--one", name, "--images", str(images)]
     argv += ["--epochs", str(epochs), "--batch", str(batch), "--seed", str(seed)]
     # As the `tuning` command does: GPU memory taken as needed, so the peak is what training held.
-    env = {**GPU_MEMORY_ENV, **os.environ, "KERAS_BACKEND": name, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**process_env(), **os.environ, "KERAS_BACKEND": name, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{name}: {done.stderr.strip().splitlines()[-1:]}")

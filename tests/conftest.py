@@ -146,10 +146,12 @@ def storage_url(tmp_path: Path) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_session_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Module-scoped fixtures start before the per-test environment below: keep them out of the
-    project's storage/ too."""
+    project's storage/ (and the user's JAX cache) too."""
     patch = pytest.MonkeyPatch()
     patch.delenv("TUNING_STORAGE", raising=False)
     patch.setenv("TUNING_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
+    # JAX's compilations (tests/test_backends.py): shared by the session, not the user's cache.
+    patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax-cache")))
     yield
     patch.undo()
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,14 @@ def test_compute_capabilities_read_alike_from_every_backend() -> None:
     assert compute_capability((9, 0)) == compute_capability("9.0") == (9, 0)
     assert compute_capability([7, 5]) == (7, 5)
     assert compute_capability(None) is compute_capability("sm90") is None
+
+
+def test_the_command_keeps_jax_compilations_in_the_user_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tuning.device import GPU_MEMORY_ENV, process_env
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    env = process_env()
+    assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "tuning" / "jax")
+    assert GPU_MEMORY_ENV.items() <= env.items()

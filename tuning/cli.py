@@ -11,14 +11,15 @@ import time
 import typing
 from collections.abc import Callable, Sequence
 
-from tuning.device import GPU_MEMORY_ENV
+from tuning.device import process_env
 
 # Before any backend is imported: keep TensorFlow's C++ start-up chatter out of the user's
-# terminal, and let GPU memory grow as needed, so several workers can share a GPU. The variables,
-# unlike tuning.device.configure_gpus, hold however early a model is built (the study's space
-# description builds some before a trial asks for the device) and in re-executed processes.
+# terminal, let GPU memory grow as needed (so several workers can share a GPU) and keep JAX's
+# compilations. The variables, unlike tuning.device.configure_gpus, hold however early a model
+# is built (the study's space description builds some before a trial asks for the device) and
+# in re-executed processes.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-for _key, _value in GPU_MEMORY_ENV.items():
+for _key, _value in process_env().items():
     os.environ.setdefault(_key, _value)
 
 from tuning.console import Console, open_console, verbose_from_env  # noqa: E402
