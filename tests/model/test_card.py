@@ -168,6 +168,7 @@ def test_a_hand_written_card_with_only_class_names_reads(tmp_path: Path) -> None
         ({"class_names": "abc"}, "'class_names' must be a list of strings. Received: 'abc'"),
         ({"class_names": ["a", 2]}, "'class_names[1]' must be a string. Received: 2"),
         ({"trial": "7"}, "'trial' must be an integer. Received: '7'"),
+        ({"card_version": "4", "files": []}, "'card_version' must be an integer. Received: '4'"),
         ({"trial": True}, "'trial' must be an integer. Received: True"),
         ({"sha256": "ab"}, "'sha256' must be a table (a JSON object). Received: 'ab'"),
         ({"kind": "other"}, "'kind' must be one of export, transfer. Received: 'other'"),

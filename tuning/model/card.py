@@ -243,8 +243,14 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
     before version 5 every model was trained under TensorFlow, and its files say whether a
     SavedModel was written."""
     data = {"kind": "export", "card_version": 1, **data}
-    if data["card_version"] < 5 and "formats" not in data and isinstance(data.get("files"), list):
-        data["formats"] = ["keras"] + (["saved_model"] if "saved_model" in data["files"] else [])
+    version, files = data["card_version"], data.get("files")
+    if (
+        isinstance(version, int)
+        and version < 5
+        and "formats" not in data
+        and isinstance(files, list)
+    ):
+        data["formats"] = ["keras"] + (["saved_model"] if "saved_model" in files else [])
     training = data.get("training")
     if isinstance(training, dict) and isinstance(training.get("recipe"), str):
         data["training"] = {**training, "recipe": None}
