@@ -73,20 +73,7 @@ prepare() {
 
     say "== pins from $py"
     local pins
-    pins=$("$py" - "${PACKAGES[@]}" <<'EOF'
-import importlib.metadata as metadata
-import sys
-
-missing = []
-for name in sys.argv[1:]:
-    try:
-        print(f"{name}=={metadata.version(name)}")
-    except metadata.PackageNotFoundError:
-        missing.append(name)
-if missing:
-    sys.exit(f"not installed in this venv, so no version to pin: {' '.join(missing)}")
-EOF
-    ) || die "could not pin the package list"
+    pins=$("$py" -m bench.device_check pins "${PACKAGES[@]}") || die "could not pin the package list"
     mkdir -p "$WHEELS" "$DEVICE_DIR"
     {
         say "# Installed on the GPU machine by \`bash bench/device_check.sh run\`, from the wheels"
@@ -105,29 +92,9 @@ EOF
         --implementation cp --abi cp312 "${platform_args[@]}" -d "$WHEELS" $pins \
         || die "pip download failed"
     # Wheels of other versions (an earlier prepare) would only make the carry bigger.
-    "$py" - "$WHEELS" $pins <<'EOF' || die "the wheel folder does not match the pins"
-import re
-import sys
-from pathlib import Path
-
-folder, pins = Path(sys.argv[1]), sys.argv[2:]
-norm = lambda s: re.sub(r"[-_.]+", "_", s).lower()
-wanted = {(norm(n), v) for n, v in (p.split("==") for p in pins)}
-found = set()
-for wheel in sorted(folder.glob("*.whl")):
-    name, version = wheel.name.split("-")[:2]
-    if (norm(name), version) in wanted:
-        found.add((norm(name), version))
-    else:
-        print(f"  removing {wheel.name} (not pinned)")
-        wheel.unlink()
-for path in folder.iterdir():
-    if path.suffix != ".whl":
-        print(f"  removing {path.name} (not a wheel)")
-        path.unlink()
-if missing := wanted - found:
-    sys.exit(f"no wheel for: {sorted(missing)}")
-EOF
+    # shellcheck disable=SC2086
+    "$py" -m bench.device_check prune "$WHEELS" $pins \
+        || die "the wheel folder does not match the pins"
     say "$(find "$WHEELS" -name '*.whl' | wc -l) wheels, $(mib "$(du -sb "$WHEELS" | cut -f1)") MiB"
 
     say "== packed -> $PACK"
@@ -136,27 +103,8 @@ EOF
     if [[ -f $PACK && "$(cat "$MANIFEST" 2>/dev/null)" == "$manifest" ]]; then
         say "up to date"
     else  # every wheel's files under <wheel name>/, in the wheel's order (about a minute)
-        nice -n 10 "$py" - "$WHEELS" "$PACK" <<'EOF' || die "packing the wheels failed"
-import io
-import sys
-import tarfile
-import zipfile
-from pathlib import Path
-
-folder, pack = Path(sys.argv[1]), Path(sys.argv[2])
-partial = pack.with_name(pack.name + ".partial")
-with tarfile.open(partial, "w:xz", preset=6, format=tarfile.PAX_FORMAT) as tar:
-    for wheel in sorted(folder.glob("*.whl")):
-        with zipfile.ZipFile(wheel) as z:
-            for info in z.infolist():
-                if info.is_dir():
-                    continue
-                data = z.read(info)
-                member = tarfile.TarInfo(f"{wheel.name}/{info.filename}")
-                member.size, member.mode = len(data), (info.external_attr >> 16) & 0o777 or 0o644
-                tar.addfile(member, io.BytesIO(data))
-partial.replace(pack)
-EOF
+        nice -n 10 "$py" -m bench.device_check pack "$WHEELS" "$PACK" \
+            || die "packing the wheels failed"
         printf '%s\n' "$manifest" >"$MANIFEST"
     fi
     say "$(mib "$(stat -c %s "$PACK")") MiB"
@@ -254,32 +202,8 @@ install() {  # a venv over the image's packages, with the wheels installed offli
     rm -rf "$wheels"
     local unxz=(cat)  # the xz program if there is one, else Python's lzma module
     command -v xz >/dev/null && unxz=(xz -dc)
-    "${unxz[@]}" "$PACK" | "$base" -c '
-import sys
-import tarfile
-import zipfile
-from pathlib import Path
-
-folder, manifest, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-folder.mkdir(parents=True)
-current, z = None, None
-with tarfile.open(fileobj=sys.stdin.buffer, mode=mode) as tar:
-    for member in tar:  # the files of one wheel after another
-        wheel, name = member.name.split("/", 1)
-        if wheel != current:
-            if z:
-                z.close()
-            current, z = wheel, zipfile.ZipFile(folder / wheel, "w", zipfile.ZIP_STORED)
-        info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-        info.external_attr = (0o100000 | member.mode) << 16
-        z.writestr(info, tar.extractfile(member).read())
-if z:
-    z.close()
-made, wanted = sorted(p.name for p in folder.glob("*.whl")), manifest.read_text().split()
-if made != sorted(wanted):
-    sys.exit(f"unpacked {len(made)} wheels, the manifest lists {len(wanted)}")
-print(f"{len(made)} wheels")
-' "$wheels" "$MANIFEST" "$([[ ${unxz[0]} == xz ]] && echo 'r|' || echo 'r|xz')" || return 1
+    "${unxz[@]}" "$PACK" | "$base" -m bench.device_check unpack "$wheels" "$MANIFEST" \
+        "$([[ ${unxz[0]} == xz ]] && echo 'r|' || echo 'r|xz')" || return 1
     local pip_args=(install --no-index --find-links "$wheels" -r "$REQUIREMENTS"
         --disable-pip-version-check --no-warn-script-location)
     rm -rf "$venv"
@@ -331,30 +255,7 @@ step_a() {
     "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
         torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' \
         || say "torch: not importable (step b measures JAX alone)"
-    "$PY" - <<'EOF' || rc=1
-import importlib.metadata as metadata
-import importlib.util
-import os
-import sys
-
-import keras
-
-import tuning.cli  # noqa: F401  the project, as the steps run it
-from tuning import backend
-from tuning.device import detect
-
-for name in ("keras", "keras-tuner", "optuna", "numpy", "scipy", "scikit-learn", "ml-dtypes"):
-    print(f"{name} {metadata.version(name)}")
-device = detect().describe()
-print("Keras backend:", backend.name(), backend.versions())
-print("device:", device)
-print("tensorflow importable:", importlib.util.find_spec("tensorflow") is not None)
-print("tensorflow imported:", "tensorflow" in sys.modules)
-with open(os.environ["OUT"] + "/metrics.tsv", "a") as f:
-    f.write(f"device\t{device}\n")
-if backend.name() != "jax" or "tensorflow" in sys.modules:
-    sys.exit("expected the JAX backend and no TensorFlow")
-EOF
+    "$PY" -m bench.device_check report-env || rc=1
     return "$rc"
 }
 
@@ -372,65 +273,24 @@ step_b() {
     (cd "$WORK/bench-cwd" && "$PY" -m bench.backends --backends "${backends[@]}" $sizes) || return 1
     mkdir -p "$OUT/bench"
     cp "$WORK/bench-cwd/storage/bench/backends."{json,md} "$OUT/bench/" || return 1
-    "$PY" - "$OUT/bench/backends.json" <<'EOF'
-import json, os, sys
-summary = json.load(open(sys.argv[1]))["summary"]
-with open(os.environ["OUT"] + "/metrics.tsv", "a") as f:
-    for name, s in summary.items():
-        peak = s["peak_gpu_mib"]
-        f.write(f"img_s {name}\t{s['img_s']['median']:.0f} img/s, peak GPU "
-                f"{'-' if peak is None else f'{peak:.0f} MiB'}\n")
-EOF
+    "$PY" -m bench.device_check report-backends "$OUT/bench/backends.json"
 }
 
 step_c() {
     "$PY" -m tuning.cli study "$STUDY_SMOKE" --no-progress || return 1
-    "$PY" - <<'EOF'
-import collections, os
-import optuna
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-study = optuna.load_study(study_name="smoke", storage=os.environ["TUNING_STORAGE"])
-states = collections.Counter(t.state.name.lower() for t in study.trials)
-line = f"{dict(states)}, best {study.best_value:.4f}"
-with open(os.environ["OUT"] + "/metrics.tsv", "a") as f:
-    f.write(f"smoke study\t{line}\n")
-EOF
+    "$PY" -m bench.device_check report-study smoke
 }
 
 step_d() {
     "$PY" -m tuning.cli study "$STUDY_MNIST" --trials 1 --no-progress || return 1
-    "$PY" - <<'EOF'
-import os
-import optuna
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-study = optuna.load_study(study_name="mnist_cnn", storage=os.environ["TUNING_STORAGE"])
-trial = study.trials[0]
-seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
-rungs = trial.user_attrs.get("rungs") or []
-training = ", ".join(f"rung {r['rung']} {r.get('train_seconds')} s" for r in rungs)
-line = f"{seconds:.1f} s in all ({training}), {trial.state.name}, value {trial.value:.4f}"
-print("seed trial (#0):", line)
-with open(os.environ["OUT"] + "/metrics.tsv", "a") as f:
-    f.write(f"seed trial\t{line}\n")
-EOF
+    "$PY" -m bench.device_check report-study mnist_cnn
 }
 
 step_e() {
     local out=$OUT/models/mnist_cnn
     "$PY" -m tuning.cli export "$STUDY_MNIST" --seeds 1 --no-baseline \
         --epoch-scale "$EXPORT_SCALE" --out "$out" || return 1
-    "$PY" - "$out/model_card.json" <<'EOF'
-import json, os, sys
-card = json.load(open(sys.argv[1]))
-test, training = card.get("test") or {}, card.get("training") or {}
-line = (f"test accuracy {test.get('accuracy')} ({test.get('errors')} errors in "
-        f"{test.get('images')}), trained {training.get('seconds')} s")
-print("export:", line)
-with open(os.environ["OUT"] + "/metrics.tsv", "a") as f:
-    f.write(f"export\t{line}\n")
-EOF
+    "$PY" -m bench.device_check report-export "$out/model_card.json"
 }
 
 step_f() {
@@ -445,41 +305,15 @@ step_f() {
     (cd "$WORK/bench-cwd" && "$PY" -m bench.workers $sizes) || return 1
     mkdir -p "$OUT/bench"
     cp "$WORK/bench-cwd/storage/bench/workers."{json,md} "$OUT/bench/" || return 1
-    "$PY" - "$OUT/bench/workers.json" <<'EOF'
-import json, os, sys
-rows = json.load(open(sys.argv[1]))["layouts"]
-line = "; ".join(f"{r['workers']} x {r['threads_per_worker']}: {r['trials_per_hour']}/h "
-                 f"({r['complete_trials']} done, {r['failed_trials']} failed)" for r in rows)
-with open(os.environ["OUT"] + "/metrics.tsv", "a") as f:
-    f.write(f"workers\t{line}\n")
-EOF
+    "$PY" -m bench.device_check report-workers "$OUT/bench/workers.json"
 }
 
 quick_inputs() {  # QUICK: 1,500 training and 500 test images, and the studies shrunk to them
     local dir=$WORK/quick
     mkdir -p "$dir"
-    "$PY" - "$TUNING_MNIST" "$dir/mnist.npz" <<'EOF' || return 1
-import sys
-import numpy as np
-
-with np.load(sys.argv[1]) as a:
-    np.savez_compressed(sys.argv[2], x_train=a["x_train"][:1500], y_train=a["y_train"][:1500],
-                        x_test=a["x_test"][:500], y_test=a["y_test"][:500])
-EOF
-    TUNING_MNIST=$dir/mnist.npz
-    sed -e 's/^subset = 2000\b/subset = 400/' -e 's/^trials = 3\b/trials = 2/' \
-        studies/smoke.toml >"$dir/smoke.toml"
-    sed -e 's/^subset = 6000\b/subset = 300/' -e 's/^subset = 9000\b/subset = 450/' \
-        -e 's/^subset = 60000\b/subset = 1000/' studies/mnist_cnn.toml >"$dir/mnist_cnn.toml"
-    STUDY_SMOKE=$dir/smoke.toml STUDY_MNIST=$dir/mnist_cnn.toml EXPORT_SCALE=0.07
-    "$PY" - "$dir" <<'EOF'  # the shrinking took: every subset is small now
-import sys, tomllib
-for name, most in (("smoke", 400), ("mnist_cnn", 1000)):
-    spec = tomllib.load(open(f"{sys.argv[1]}/{name}.toml", "rb"))
-    fidelity = spec["fidelity"]
-    subsets = [r["subset"] for r in fidelity.get("rungs", [])] or [fidelity["subset"]]
-    assert max(subsets) <= most, (name, subsets)
-EOF
+    "$PY" -m bench.device_check quick-inputs "$TUNING_MNIST" "$dir" || return 1
+    TUNING_MNIST=$dir/mnist.npz STUDY_SMOKE=$dir/smoke.toml STUDY_MNIST=$dir/mnist_cnn.toml
+    EXPORT_SCALE=0.07
 }
 
 run() {  # with OUT set; its output also goes to $OUT/run.log
