@@ -15,9 +15,9 @@ from tuning.device import process_env
 
 # Before any backend is imported: keep TensorFlow's C++ start-up chatter out of the user's
 # terminal, let GPU memory grow as needed (so several workers can share a GPU) and keep JAX's
-# compilations. The variables, unlike tuning.device.configure_gpus, hold however early a model
-# is built (the study's space description builds some before a trial asks for the device) and
-# in re-executed processes.
+# compilations. The variables, unlike tuning.backend.configure_gpu_memory, hold however early a
+# model is built (the study's space description builds some before a trial asks for the device)
+# and in re-executed processes.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 for _key, _value in process_env().items():
     os.environ.setdefault(_key, _value)

@@ -1,4 +1,4 @@
-"""Where training runs: GPU memory growth, the device's name, and the precision `auto` picks.
+"""Where training runs: the device's name, and the precision `auto` picks.
 
 The choices are pure functions of what the machine reports (GPU compute capabilities, CPU flags),
 so they are tested on any machine; `detect()` asks the Keras backend and the OS once per process.
@@ -93,21 +93,13 @@ def _cpu_info() -> tuple[str, frozenset[str]]:
     return model or "unknown CPU", flags
 
 
-def configure_gpus() -> None:
-    """Let every visible GPU's memory grow as needed instead of reserving it all at start-up,
-    so several workers can share one GPU (`tuning.backend.configure_gpu_memory`)."""
-    from tuning.backend import configure_gpu_memory
-
-    configure_gpu_memory()
-
-
 @functools.cache
 def detect() -> Device:
     """This process's device: the GPUs its Keras backend trains on (CUDA_VISIBLE_DEVICES
     honoured) and the CPU."""
-    from tuning.backend import list_gpus
+    from tuning.backend import configure_gpu_memory, list_gpus
 
-    configure_gpus()
+    configure_gpu_memory()
     gpus = tuple(Gpu(name=gpu, compute_capability=capability) for gpu, capability in list_gpus())
     model, flags = _cpu_info()
     return Device(gpus=gpus, cpu_model=model, cpu_cores=os.cpu_count() or 1, cpu_flags=flags)

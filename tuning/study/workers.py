@@ -22,7 +22,7 @@ def configure_threads(threads: int | None) -> None:
     """Train on `threads` CPU threads (`tuning.backend.set_cpu_threads`).
 
     With W workers on a machine of C cores, `threads = C // W` keeps workers x threads <= cores,
-    so workers do not oversubscribe the CPU. Must run before TensorFlow executes any op.
+    so workers do not oversubscribe the CPU. Must run before the backend computes.
     """
     if threads is None:
         return

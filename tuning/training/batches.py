@@ -10,6 +10,7 @@ the CPU while the device trains.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -156,7 +157,7 @@ def _tf_dataset(
 ) -> Any:
     import tensorflow as tf
 
-    epochs = iter(range(2**62))
+    epochs = itertools.count()
 
     def next_epoch() -> tuple[np.ndarray, np.ndarray]:
         order, transforms = draws(next(epochs))
