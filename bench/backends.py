@@ -156,7 +156,8 @@ def run(
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `python -m bench.backends` (the device check's test parses its calls)."""
     parser = argparse.ArgumentParser(prog="python -m bench.backends", description=__doc__)
     parser.add_argument("--one", choices=BACKENDS, help="one run in this process's backend")
     parser.add_argument("--images", type=int, help="training images (default: 12,000)")
@@ -166,7 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, help="default: installed")
     parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.one:
         kwargs = {"images": args.images or 12_000, "epochs": args.epochs or 3}
         print(json.dumps(one_run(seed=args.seed, batch=args.batch, **kwargs)), flush=True)

@@ -109,13 +109,18 @@ def run(
     return {**result, "layouts": rows}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `python -m bench.workers` (the device check's test parses its calls)."""
     parser = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__)
     parser.add_argument("--counts", type=int, nargs="+", help="workers per layout")
     parser.add_argument("--seconds", type=float, help="wall-clock budget per layout")
     parser.add_argument("--subset", type=int, help="training images of the study")
     parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     run(quick=args.quick, counts=args.counts, seconds=args.seconds, subset=args.subset)
     return 0
 

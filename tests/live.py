@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, ctrl_c_works
+from tests.helpers import ROOT, ctrl_c_works
 
 START_TIMEOUT = 60.0
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import tuning
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 ENTRY_POINTS = (
     "load_spec",

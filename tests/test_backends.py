@@ -17,11 +17,11 @@ import numpy as np
 import optuna
 import pytest
 
-from tests.conftest import ROOT, SMOKE
+from tests.helpers import ROOT, draw_batches, tiny_study
 from tests.letters import write_letters
 from tuning import backend
 from tuning.cli import main
-from tuning.model.card import ExportCard, ModelCard, TransferCard
+from tuning.model.card import CARD_VERSION, ExportCard, ModelCard, TransferCard
 from tuning.model.predict import predict_images
 
 # JAX is installed with the suite (`make test` adds the jax extra), so it is always compared;
@@ -29,26 +29,14 @@ from tuning.model.predict import predict_images
 BACKENDS = ["tensorflow", "jax"] + (["torch"] if importlib.util.find_spec("torch") else [])
 CLASSES = "alpha,beta,gamma"
 
+# The batches of another backend, drawn in a child process (this one is TensorFlow's).
 BATCHES_SCRIPT = """
 import sys
 import numpy as np
-from tuning.training.batches import make_dataset
-from tuning.training.recipe import Recipe
+from tests.helpers import draw_batches
 
 data = np.load(sys.argv[1])
-recipe = Recipe(rotation=15, shift=0.1, zoom=0.1)
-batches = make_dataset(data["x"], data["y"], num_classes=10, batch_size=8, recipe=recipe, seed=5)
-epochs = []
-for epoch in range(2):
-    if hasattr(batches, "on_epoch_begin"):  # a PyDataset: Keras starts each epoch so
-        batches.on_epoch_begin()
-        epochs.append([batches[i] for i in range(len(batches))])
-    else:  # a tf.data pipeline: each pass is an epoch
-        epochs.append([(np.asarray(a), np.asarray(b)) for a, b in batches])
-np.savez(sys.argv[2], **{
-    f"{kind}{e}": np.concatenate([batch[k] for batch in epoch])
-    for e, epoch in enumerate(epochs) for k, kind in enumerate(("images", "labels"))
-})
+np.savez(sys.argv[2], **draw_batches(data["x"], data["y"]))
 """
 
 
@@ -71,8 +59,8 @@ def test_one_seed_gives_the_same_batches_and_warps_on_every_backend(tmp_path: Pa
     x[:, 6:22, 12:16] = 255  # a bar the warps rotate, zoom and shift
     x[:, 8:12, 6:22] = rng.integers(100, 255, size=(20, 4, 16, 1))
     np.savez(tmp_path / "in.npz", x=x, y=np.arange(20) % 10)
-    seen = {}
-    for name in BACKENDS:
+    seen = {"tensorflow": draw_batches(x, np.arange(20) % 10)}
+    for name in BACKENDS[1:]:
         out = tmp_path / f"{name}.npz"
         result = run_under(
             name, [sys.executable, "-c", BATCHES_SCRIPT, str(tmp_path / "in.npz"), str(out)]
@@ -95,6 +83,7 @@ def test_one_seed_gives_the_same_batches_and_warps_on_every_backend(tmp_path: Pa
 @dataclass(frozen=True)
 class JaxRun:
     folder: Path
+    study: Path
     storage: str
     export: Path
     transfer: Path
@@ -103,17 +92,21 @@ class JaxRun:
 
 @pytest.fixture(scope="module")
 def jax_run(tmp_path_factory: pytest.TempPathFactory, mnist_npz: Path) -> JaxRun:
-    """Under KERAS_BACKEND=jax, as a user runs it: the smoke study cut to its first trial (the
-    seed network; JAX compiles each fold's model anew, a few seconds each), its export, a
-    transfer to three letters and a prediction."""
+    """Under KERAS_BACKEND=jax, as a user runs it: a one-trial study of the seed network on 400
+    digits (JAX compiles each fold's model anew, a few seconds each, whatever the images), its
+    export, a transfer to three letters and a prediction."""
     folder = tmp_path_factory.mktemp("jax")
     storage = f"sqlite:///{folder / 'studies.db'}"
-    export, transfer = folder / "models" / "smoke", folder / "models" / "letters"
+    with np.load(mnist_npz) as data:
+        digits = {k: data[k][:400] if k.endswith("train") else data[k][:100] for k in data.files}
+    np.savez(folder / "digits.npz", **digits)
+    study = tiny_study(folder / "digits.toml", name="digits", source=str(folder / "digits.npz"))
+    export, transfer = folder / "models" / "digits", folder / "models" / "letters"
     letters = write_letters(folder / "letters", CLASSES.split(","), 6)
     tuning = [sys.executable, "-m", "tuning.cli"]
     steps = [
-        ["study", str(SMOKE), "--data", str(mnist_npz), "--trials", "1", "--no-progress"],
-        ["export", str(SMOKE), "--data", str(mnist_npz), "--out", str(export)],
+        ["study", str(study), "--no-progress"],
+        ["export", str(study), "--out", str(export)],
         ["transfer", str(export / "model.keras"), "--data", str(letters), "--classes", CLASSES,
          "--trials", "1", "--folds", "2", "--out", str(transfer)],
         ["predict", str(transfer / "model.keras"), str(letters / "beta" / "beta_000.png")],
@@ -124,7 +117,7 @@ def jax_run(tmp_path_factory: pytest.TempPathFactory, mnist_npz: Path) -> JaxRun
         result = run_under("jax", argv, timeout=600)
         assert result.returncode == 0, f"{step[0]}: {result.stderr[-3000:]}"
         outputs.append(result)
-    return JaxRun(folder, storage, export, transfer, outputs)
+    return JaxRun(folder, study, storage, export, transfer, outputs)
 
 
 def test_under_jax_a_study_exports_transfers_and_predicts(jax_run: JaxRun) -> None:
@@ -144,7 +137,7 @@ def test_under_jax_a_study_exports_transfers_and_predicts(jax_run: JaxRun) -> No
     assert isinstance(transfer_card, TransferCard)
     assert transfer_card.backend == "jax" and transfer_card.formats == ["keras"]
     stored = json.loads((jax_run.export / "model_card.json").read_text())
-    assert stored["backend"] == "jax" and stored["card_version"] == 5
+    assert stored["backend"] == "jax" and stored["card_version"] == CARD_VERSION
 
 
 def test_a_model_trained_under_jax_predicts_the_same_under_tensorflow(jax_run: JaxRun) -> None:
@@ -156,14 +149,14 @@ def test_a_model_trained_under_jax_predicts_the_same_under_tensorflow(jax_run: J
 
 
 def test_a_study_refuses_to_resume_under_another_backend(
-    jax_run: JaxRun, mnist_npz: Path, capsys: pytest.CaptureFixture[str]
+    jax_run: JaxRun, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    before = optuna.load_study(study_name="smoke", storage=jax_run.storage).trials
-    argv = ["study", str(SMOKE), "--storage", jax_run.storage, "--data", str(mnist_npz)]
+    before = optuna.load_study(study_name="digits", storage=jax_run.storage).trials
+    argv = ["study", str(jax_run.study), "--storage", jax_run.storage]
     code = main([*argv, "--trials", "1", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "was scored under the jax backend, but this run uses tensorflow" in err
     assert "run it with KERAS_BACKEND=jax" in err
-    after = optuna.load_study(study_name="smoke", storage=jax_run.storage).trials
+    after = optuna.load_study(study_name="digits", storage=jax_run.storage).trials
     assert after == before  # nothing trained, nothing stored

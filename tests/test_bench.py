@@ -25,7 +25,7 @@ import pytest
 
 from bench import common
 from bench.__main__ import BENCHMARKS
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def _saved(out: Path, name: str) -> dict[str, Any]:
 
 def test_every_bench_script_is_registered() -> None:
     scripts = {p.stem for p in (ROOT / "bench").glob("*.py")}
-    helpers = {"__init__", "__main__", "common", "harness", "device_check"}  # not benchmarks
+    helpers = {"__init__", "__main__", "common", "harness"}  # not benchmarks
     assert scripts - helpers == set(BENCHMARKS)
 
 

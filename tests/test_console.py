@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.conftest import ROOT, SMOKE
+from tests.helpers import ROOT, SMOKE
 
 
 class Result(NamedTuple):

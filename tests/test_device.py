@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tuning.device import Device, Gpu, detect, resolve_precision
+from tuning import backend
+from tuning.device import Device, Gpu, detect, process_env, resolve_precision
 
 AMX_CPU = Device(
     gpus=(), cpu_model="Xeon", cpu_cores=2, cpu_flags=frozenset({"avx512f", "amx_bf16"})
@@ -47,14 +51,51 @@ def test_the_device_is_named_by_gpu_model_and_count_or_cpu_model_and_cores() -> 
     assert PLAIN_CPU.describe() == "CPU: EPYC, 2 cores"
 
 
-def test_this_machine_is_detected_as_tensorflow_sees_it() -> None:
-    import tensorflow as tf
+def lscpu() -> dict[str, str]:
+    """What `lscpu` (util-linux) reports, field by field: the OS's word, not the backend's."""
+    if shutil.which("lscpu") is None:
+        pytest.skip("lscpu is not installed")
+    fields: dict[str, str] = {}
+    todo = json.loads(subprocess.run(["lscpu", "-J"], capture_output=True, check=True).stdout)
+    todo = todo["lscpu"]
+    while todo:  # newer lscpu nests fields under others
+        entry = todo.pop()
+        fields[entry["field"].rstrip(":")] = entry["data"]
+        todo += entry.get("children", [])
+    return fields
 
+
+def nvidia_gpus() -> list[tuple[str, tuple[int, int]]]:
+    """(name, compute capability) of each GPU the NVIDIA driver reports; none without one."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        pytest.skip("CUDA_VISIBLE_DEVICES hides GPUs that nvidia-smi still lists")
+    query = ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"]
+    lines = subprocess.run(query, capture_output=True, text=True, check=True).stdout
+    gpus = []
+    for line in lines.strip().splitlines():
+        name, capability = (part.strip() for part in line.rsplit(",", 1))
+        major, minor = capability.split(".")
+        gpus.append((name, (int(major), int(minor))))
+    return gpus
+
+
+def test_this_machine_is_detected_as_the_os_and_the_driver_report_it() -> None:
+    """Checked against lscpu and nvidia-smi, not against the calls detect() makes itself."""
+    cpu, gpus = lscpu(), nvidia_gpus()
+    if gpus and backend.name() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.test.is_built_with_cuda():
+            gpus = []  # a CPU-only TensorFlow trains on the CPU beside any GPU
     device = detect()
-    assert len(device.gpus) == len(tf.config.list_physical_devices("GPU"))
-    if not device.gpus:
-        assert device.describe().startswith("CPU: ") and device.cpu_cores == os.cpu_count()
-        assert device.cpu_model and device.cpu_model != "unknown CPU"
+    assert [(gpu.name, gpu.compute_capability) for gpu in device.gpus] == gpus
+    assert device.cpu_model == cpu["Model name"]
+    assert device.cpu_cores == int(cpu["CPU(s)"])
+    assert device.cpu_flags == frozenset(cpu["Flags"].split())
+    if not gpus:
+        assert device.describe() == f"CPU: {cpu['Model name']}, {cpu['CPU(s)']} cores"
 
 
 def test_compute_capabilities_read_alike_from_every_backend() -> None:
@@ -70,9 +111,9 @@ def test_compute_capabilities_read_alike_from_every_backend() -> None:
 def test_the_command_keeps_jax_compilations_in_the_user_cache(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from tuning.device import GPU_MEMORY_ENV, process_env
-
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     env = process_env()
     assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "tuning" / "jax")
-    assert GPU_MEMORY_ENV.items() <= env.items()
+    # GPU memory is taken as needed, so workers share a GPU (both backends reserve it all).
+    assert env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"

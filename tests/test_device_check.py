@@ -1,17 +1,33 @@
-"""The device check's wheels: pruned to the pins, packed here, and unpacked on the GPU image into
-wheels with the same files (what `bench/device_check.sh` carries and installs offline)."""
+"""The check of a lent GPU machine (tools/device_check/): the wheels it carries, pinned, pruned,
+packed here and unpacked there whole; the command lines it passes, parsed by the real parsers;
+its steps' time limits; and its run, which starts on the GPU image's bare Python."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from bench.device_check import pack, prune
-from tests.conftest import ROOT
+import bench.backends
+import bench.workers
+from tools.device_check import ROOT
+from tools.device_check.steps import (
+    TIMED_OUT,
+    Context,
+    StepFailed,
+    backends_argv,
+    export_argv,
+    study_argv,
+    workers_argv,
+)
+from tools.device_check.wheels import PACKAGES, pack, pins_from_lock, prune, unpack
+from tuning.cli import build_parser
 
 
 def wheel(folder: Path, name: str, files: dict[str, bytes]) -> Path:
@@ -37,15 +53,80 @@ def test_wheels_are_pruned_to_the_pins_and_come_back_whole(tmp_path: Path) -> No
     pack(folder, tmp_path / "wheels.tar.xz")
     (tmp_path / "wheels.txt").write_text("\n".join(kept))
     out = tmp_path / "unpacked"
-    with open(tmp_path / "wheels.tar.xz", "rb") as archive:  # as the image's Python reads it
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.device_check", "unpack", str(out),
-             str(tmp_path / "wheels.txt"), "r|xz"],
-            stdin=archive, cwd=ROOT, capture_output=True, text=True, check=False, timeout=60,
-        )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert unpack(tmp_path / "wheels.tar.xz", out, tmp_path / "wheels.txt") == 2
     assert sorted(p.name for p in out.iterdir()) == kept
     with zipfile.ZipFile(out / "keras-3.15.1-py3-none-any.whl") as z:
         assert {name: z.read(name) for name in z.namelist()} == files
-    with pytest.raises(SystemExit, match=r"no wheel for: \[\('optuna', '5.0.0'\)\]"):
+    with pytest.raises(ValueError, match=r"Received: none of optuna==5.0.0$"):
         prune(folder, ["keras==3.15.1", "mako==1.3.10", "optuna==5.0.0"])
+
+
+def test_the_pins_come_from_the_lock_one_version_each(tmp_path: Path) -> None:
+    lock = tmp_path / "constraints.txt"
+    lines = [f"{name.upper()}==1.0.{i}\n    # via tuning" for i, name in enumerate(PACKAGES)]
+    lock.write_text("# made by a tool\n" + "\n".join(lines) + "\nother==2.0\n")
+    pins = pins_from_lock(lock, PACKAGES)
+    assert pins[:2] == ["keras==1.0.0", "keras-tuner==1.0.1"] and len(pins) == len(PACKAGES)
+    lock.write_text(
+        lock.read_text().replace("PILLOW==", "pillow==9.0 ; python_version < '3.12'\nPILLOW==")
+    )
+    with pytest.raises(ValueError, match=r"once, without a marker\. Received: pillow: 9\.0 ;"):
+        pins_from_lock(lock, PACKAGES)
+
+
+def strict(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`parser`, and its subcommands' parsers, taking a flag only as spelled in full: argparse
+    would otherwise take `--no-prog` for `--no-progress`, and a renamed flag could pass."""
+    parser.allow_abbrev = False
+    for action in parser._actions:  # argparse lists subcommands nowhere public
+        if isinstance(action, argparse._SubParsersAction):
+            for subcommand in action.choices.values():
+                strict(subcommand)
+    return parser
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_every_command_line_the_run_passes_parses(quick: bool, tmp_path: Path) -> None:
+    """The flags the steps pass exist in this checkout's parsers (no --help read at run time)."""
+    tuning = strict(build_parser())
+    for argv in (
+        study_argv("studies/smoke.toml"),
+        study_argv("studies/mnist_cnn.toml", trials=1),
+        export_argv("studies/mnist_cnn.toml", out=tmp_path / "model", epoch_scale=0.07),
+    ):
+        assert tuning.parse_args(argv).command == argv[0]
+    assert strict(bench.backends.build_parser()).parse_args(
+        backends_argv(["jax", "torch"], quick=quick)
+    ).backends == ["jax", "torch"]
+    assert strict(bench.workers.build_parser()).parse_args(
+        workers_argv(quick=quick, seconds=45)
+    ).counts == [1, 2, 4]
+
+
+def test_a_step_out_of_time_is_stopped_with_what_it_started(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    with open(tmp_path / "step.log", "w") as log:
+        ctx = Context(
+            py=sys.executable, env=dict(os.environ), out=tmp_path, work=tmp_path, quick=True,
+            study_smoke="", study_mnist="", export_scale=0.1, worker_seconds=1, log=log,
+            deadline=time.monotonic() + 1,
+        )  # fmt: skip
+        began = time.monotonic()
+        with pytest.raises(StepFailed) as failed:
+            ctx.run(["bash", "-c", f"sleep 60 & echo $! > {pid_file}; wait"])
+    assert failed.value.rc == TIMED_OUT and time.monotonic() - began < 10
+    stat = Path(f"/proc/{pid_file.read_text().strip()}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"  # gone, or a reaped-late zombie
+
+
+def test_the_run_needs_only_the_standard_library() -> None:
+    """`run` starts on the GPU image's Python, before keras, optuna or anything is installed."""
+    check = (
+        "import sys, tools.device_check.__main__, tools.device_check.run; "
+        "stdlib = {*sys.stdlib_module_names, '__main__'}; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} - stdlib))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", check], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "['tools']"

@@ -16,7 +16,7 @@ import pytest
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from tests.conftest import postgres_url
+from tests.helpers import postgres_url
 from tuning.storage import open_storage
 
 WORKERS = 4

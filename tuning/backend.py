@@ -88,16 +88,10 @@ def compute_capability(given: Any) -> tuple[int, int] | None:
 
 
 def configure_gpu_memory() -> None:
-    """Let GPU memory grow as needed instead of reserving it all, so workers can share a GPU.
-
-    The environment (`GPU_MEMORY_ENV`) does it for every backend that has not started yet;
-    TensorFlow, which may already be imported, is also told directly while it still listens.
-    PyTorch takes memory as needed by itself.
-    """
-    from tuning.device import GPU_MEMORY_ENV
-
-    for key, value in GPU_MEMORY_ENV.items():
-        os.environ.setdefault(key, value)
+    """Let TensorFlow's GPU memory grow as needed instead of reserving it all, so workers can
+    share a GPU: TensorFlow may already be imported, so it is told directly while it still
+    listens. The environment the caller sets (`tuning.device.GPU_MEMORY_ENV`) does the same for
+    every backend that has not started yet; PyTorch takes memory as needed by itself."""
     if name() == "tensorflow":
         import tensorflow as tf
 

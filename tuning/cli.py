@@ -22,8 +22,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 for _key, _value in process_env().items():
     os.environ.setdefault(_key, _value)
 
-from tuning.console import Console, open_console, verbose_from_env  # noqa: E402
+from tuning.console import Console, duration, open_console, verbose_from_env  # noqa: E402
 from tuning.errors import TuningError  # noqa: E402
+
+if typing.TYPE_CHECKING:
+    from tuning.export.estimate import ExportEstimate
 
 Command = Callable[[argparse.Namespace], int]
 STORAGE_HELP = "database URL (default: $TUNING_STORAGE or sqlite:///storage/studies.db)"
@@ -145,21 +148,21 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Retrain the best trial on all images, test it once, write the model, card and report."""
+    """Say what the export will train and how long that takes, retrain the best trial on all
+    images under a progress bar, test it once, write the model, card and report."""
     from tuning.export.pipeline import export_study
+    from tuning.export.progress import ExportProgress
     from tuning.study.config import load_spec
     from tuning.summaries import export_summary
 
     console: Console = args.console
     spec = load_spec(args.study_file)
+    # A bar only on a terminal; in a log, one line per epoch instead.
+    progress = ExportProgress(disable=not console.err.isatty(), file=console.err)
 
-    def on_epoch(epoch: int, epochs: int, logs: dict[str, float]) -> None:
-        # epochs is 0 when a HyperModel's own fit chooses them
-        of = f"/{epochs}" if epochs else ""
-        console.say(
-            f"  epoch {epoch}{of}: loss {logs.get('loss', float('nan')):.4f}, "
-            f"accuracy {logs.get('accuracy', float('nan')):.4f}"
-        )
+    def on_estimate(estimate: ExportEstimate) -> None:
+        console.say(_estimate_line(estimate))
+        progress.start(estimate)
 
     try:
         result = export_study(
@@ -172,17 +175,34 @@ def cmd_export(args: argparse.Namespace) -> int:
             seeds=args.seeds,
             members=args.members,
             baseline=not args.no_baseline,
-            log=console.say,
-            on_epoch=on_epoch,
+            log=progress.write,
+            on_epoch=progress.on_epoch,
+            on_estimate=on_estimate,
         )
     except KeyboardInterrupt:
+        progress.close()
         console.say(
             "\nInterrupted: nothing was published; any previous export is unchanged, and the "
             "members trained so far are kept for the next run."
         )
         return 130
-    print(export_summary(result.card, result.out_dir))
+    finally:
+        progress.close()  # an error is then printed on a line of its own
+    print(
+        export_summary(result.card, result.out_dir, estimate=result.estimate, took=result.seconds)
+    )
     return 0
+
+
+def _estimate_line(estimate: ExportEstimate) -> str:
+    """The estimate in words, with the cheaper choice as the flag that makes it."""
+    cheaper = estimate.cheaper
+    if cheaper is None:
+        return estimate.describe()
+    return (
+        f"{estimate.describe()}; --seeds {cheaper.seeds} takes about "
+        f"{duration(cheaper.seconds, about=True)}"
+    )
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

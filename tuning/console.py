@@ -72,6 +72,21 @@ class Console:
             os.dup2(self._terminal_fd, 2)
 
 
+def duration(seconds: float, *, about: bool = False) -> str:
+    """Seconds as a person says them: '41 min 57 s', '1 h 0 min 5 s'; with `about`, rounded as
+    an estimate is: '45 s', '40 min', '2 h 5 min'."""
+    if about:
+        if seconds < 59.5:
+            return f"{max(1, round(seconds))} s"
+        hours, minutes = divmod(round(seconds / 60), 60)
+        return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min {secs} s"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
 def _redirectable() -> bool:
     # Only a real process's descriptor 2; under a test's captured sys.stderr, write to that.
     try:

@@ -96,9 +96,11 @@ def _cpu_info() -> tuple[str, frozenset[str]]:
 @functools.cache
 def detect() -> Device:
     """This process's device: the GPUs its Keras backend trains on (CUDA_VISIBLE_DEVICES
-    honoured) and the CPU."""
+    honoured) and the CPU. First lets GPU memory grow as needed (`GPU_MEMORY_ENV`)."""
     from tuning.backend import configure_gpu_memory, list_gpus
 
+    for key, value in GPU_MEMORY_ENV.items():  # where the `tuning` command has not set them
+        os.environ.setdefault(key, value)
     configure_gpu_memory()
     gpus = tuple(Gpu(name=gpu, compute_capability=capability) for gpu, capability in list_gpus())
     model, flags = _cpu_info()

@@ -10,11 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuning.errors import StudyMismatchError
-from tuning.typed_json import OMIT_NONE, RecordError, from_json, to_json
+from tuning.typed_json import OMIT_NONE, RecordError, from_json, rule, to_json
 
 # Bumped when what a stored score means changes; older studies are refused, not reinterpreted.
 # 2: rungs and tuned training recipes (1: one fidelity, an untuned export recipe).
 PROTOCOL_VERSION = 2
+# What a rung may be, here and in a study file's [fidelity] table.
+SUBSET = rule(lambda v: v >= 10, "an integer >= 10 (default: every image)")
+FOLDS = rule(lambda v: 2 <= v <= 20, "an integer in 2..20")
 
 
 @dataclass(frozen=True)
@@ -23,10 +26,14 @@ class Rung:
     images, stopping after the first `run_folds` folds (default: all `folds`), with the trial's
     recipe run for `epoch_scale` times its epochs. Its score is the mean over the folds run."""
 
-    subset: int | None  # None: every training image
-    folds: int
-    run_folds: int | None = None
-    epoch_scale: float = 1.0
+    subset: int | None = field(metadata=SUBSET)  # None: every training image
+    folds: int = field(metadata=FOLDS)
+    run_folds: int | None = field(
+        default=None, metadata=rule(lambda v: 1 <= v <= 20, "an integer in 1..20")
+    )
+    epoch_scale: float = field(
+        default=1.0, metadata=rule(lambda v: 0 < v <= 10, "a number in (0, 10]")
+    )
 
     @property
     def folds_run(self) -> int:

@@ -6,17 +6,39 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuning.console import duration
 from tuning.model.compare import PairedComparison, format_p
 
 if TYPE_CHECKING:
+    from tuning.export.estimate import ExportEstimate
     from tuning.model.card import ExportCard
     from tuning.transfer.run import TransferResult
 
 
-def export_summary(card: ExportCard, out_dir: Path) -> str:
+def export_summary(
+    card: ExportCard,
+    out_dir: Path,
+    *,
+    estimate: ExportEstimate | None = None,
+    took: float | None = None,
+) -> str:
     """What `tuning export` prints at the end: the trial, its CV and test scores, its members,
-    and the paired comparison with the baseline."""
-    baseline, test, training, ensemble = card.baseline, card.test, card.training, card.ensemble
+    the paired comparison with the baseline, and the time it was `estimate`d to take beside the
+    seconds it `took`."""
+    lines = [
+        f"Exported trial #{card.trial} of study {card.study} to {out_dir}/",
+        _scores_line(card),
+        f"  Keras backend {card.backend}{_where(card)}; formats: {', '.join(card.formats)}",
+        *_ensemble_lines(card),
+        *_baseline_lines(card),
+        *_time_lines(estimate, took),
+        f"  Try: tuning predict {out_dir / 'model.keras'} IMAGE.png",
+    ]
+    return "\n".join(lines)
+
+
+def _scores_line(card: ExportCard) -> str:
+    test, training = card.test, card.training
     tested = (
         f"test accuracy {test.accuracy:.4f} ({test.errors} errors in {test.images})"
         if test
@@ -27,38 +49,61 @@ def export_summary(card: ExportCard, out_dir: Path) -> str:
     )
     cv = f"rung {card.cv.rung} CV accuracy {card.cv.mean:.4f}" if card.cv else "no CV score"
     seconds = f" in {training.seconds:.0f} s" if training else ""
-    where = f" on {training.device}" if training else ""
-    lines = [
-        f"Exported trial #{card.trial} of study {card.study} to {out_dir}/",
-        f"  {cv}, {tested}, trained {epochs}{seconds}",
-        f"  Keras backend {card.backend}{where}; formats: {', '.join(card.formats)}",
+    return f"  {cv}, {tested}, trained {epochs}{seconds}"
+
+
+def _where(card: ExportCard) -> str:
+    return f" on {card.training.device}" if card.training else ""
+
+
+def _ensemble_lines(card: ExportCard) -> list[str]:
+    ensemble = card.ensemble
+    if not ensemble or len(ensemble.scores) <= 1:
+        return []
+    errors = ", ".join(str(s.errors) for s in ensemble.scores)
+    spread = f" ± {ensemble.std_errors:.1f}" if ensemble.std_errors is not None else ""
+    mean = f" (mean {ensemble.mean_errors:.1f}{spread})" if ensemble.mean_errors else ""
+    of = "seeds" if ensemble.members == "seeds" else "top trials"
+    return [
+        f"  An ensemble of {len(ensemble.scores)} {of}; alone they make {errors} errors"
+        f"{mean}; the mean of the first 1, 2, ... makes {', '.join(map(str, ensemble.curve))}"
     ]
-    if ensemble and len(ensemble.scores) > 1:
-        errors = ", ".join(str(s.errors) for s in ensemble.scores)
-        spread = f" ± {ensemble.std_errors:.1f}" if ensemble.std_errors is not None else ""
-        mean = f" (mean {ensemble.mean_errors:.1f}{spread})" if ensemble.mean_errors else ""
-        of = "seeds" if ensemble.members == "seeds" else "top trials"
-        lines.append(
-            f"  An ensemble of {len(ensemble.scores)} {of}; alone they make {errors} errors"
-            f"{mean}; the mean of the first 1, 2, ... makes {', '.join(map(str, ensemble.curve))}"
-        )
-    if baseline and baseline.trial == card.trial:
-        lines.append("  This is the baseline other exports are set beside")
-    elif baseline and baseline.paired:
-        lines.append(
+
+
+def _baseline_lines(card: ExportCard) -> list[str]:
+    baseline = card.baseline
+    if baseline is None:
+        return []
+    if baseline.trial == card.trial:
+        lines = ["  This is the baseline other exports are set beside"]
+    elif baseline.paired:
+        lines = [
             f"  Against the baseline (trial #{baseline.trial}, one network): "
             f"{baseline.paired.sentence()}"
-        )
-    elif baseline:
+        ]
+    else:
         saved = baseline.errors_saved
-        lines.append(
+        lines = [
             f"  Baseline (trial #{baseline.trial}): {baseline.test_errors} errors; this model "
             f"makes {abs(saved)} {'fewer' if saved >= 0 else 'more'}"
-        )
-    if baseline and baseline.seeds_compared:
+        ]
+    if baseline.seeds_compared:
         lines.append(f"  Did tuning help? {baseline.seeds_compared.sentence()}")
-    lines.append(f"  Try: tuning predict {out_dir / 'model.keras'} IMAGE.png")
-    return "\n".join(lines)
+    return lines
+
+
+def _time_lines(estimate: ExportEstimate | None, took: float | None) -> list[str]:
+    """'Took 41 min 57 s; estimated before training: about 40 min for 6 networks'."""
+    if took is None:
+        return []
+    line = f"  Took {duration(took)}"
+    if estimate is not None and estimate.seconds is not None:
+        count = len(estimate.networks)
+        line += (
+            f"; estimated before training: about {duration(estimate.seconds, about=True)} for "
+            f"{count} network{'s' if count != 1 else ''} (training only)"
+        )
+    return [line]
 
 
 def compare_summary(result: PairedComparison, a: str, b: str) -> str:

@@ -176,7 +176,7 @@ def test_a_hand_written_card_with_only_class_names_reads(tmp_path: Path) -> None
          "'test.errors' must be an integer. Received: '7'"),
         ({"test": {"accuracy": 1.0}}, "'test.loss' is missing"),
         ({"training": {**VERSION_2_EXPORT["training"], "recipe": {"epochs": 0}}},
-         "'training.recipe' is not a valid Recipe: Recipe.epochs must be an integer >= 1"),
+         "'training.recipe.epochs' must be an integer >= 1. Received: 0"),
     ],
 )  # fmt: skip
 def test_a_bad_card_is_one_line_naming_the_file_and_field(

@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFAULT_STUDY, SMOKE
+from tests.helpers import DEFAULT_STUDY, SMOKE
 from tuning.errors import ConfigError
 from tuning.protocol import Rung
-from tuning.study.config import load_spec
+from tuning.study.config import ExportSettings, load_spec
+from tuning.typed_json import field_problem
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -68,7 +69,7 @@ def test_rungs_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("[fidelity]\nfoldz = 3\n", "unknown key 'fidelity.foldz'; expected one of: subset, folds"),
-        ("[fidelty]\nfolds = 3\n", "unknown table or key 'fidelty'"),
+        ("[fidelty]\nfolds = 3\n", "unknown key 'fidelty'; expected one of: study, data, space"),
         ("[fidelity]\nfolds = 1\n", "'fidelity.folds' must be an integer in 2..20. Received: 1"),
         ("[fidelity]\nsubset = 5\n", "'fidelity.subset' must be an integer >= 10"),
         ("[data]\nsource = ''\n", "'data.source' must be \"mnist\", or the path"),
@@ -86,7 +87,7 @@ def test_rungs_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
         ),
         (
             "[[fidelity.rungs]]\nsubset = 600\nfolds = 3\n[[fidelity.rungs]]\nsubset = 900\n",
-            "'fidelity.rungs[1]' needs 'folds'",
+            "'fidelity.rungs[1].folds' is missing (it must be an integer in 2..20). Received: ",
         ),
         (
             "[[fidelity.rungs]]\nsubset = 600\nfolds = 3\nepoch_scale = 0\n",
@@ -121,7 +122,20 @@ def test_rungs_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
         ("[study]\nname = 'a b'\n", "'study.name' must be letters, digits"),
         ("[study]\nenqueue = [1]\n", "'study.enqueue' must be an array of [[study.enqueue]]"),
         ("[fidelity]\nsubset = 100\nfolds = 20\n", "at least 10 images per fold"),
-        ("fidelity = 3\n", "[fidelity] must be a table"),
+        ("fidelity = 3\n", "'fidelity' must be a table (a JSON object). Received: 3"),
+        (
+            "[export]\nseeds = true\n",
+            "'export.seeds' must be an integer in [1, 50]. Received: True",
+        ),
+        (
+            "[[fidelity.rungs]]\nsubset = 600\nfolds = 'x'\n",
+            "'fidelity.rungs[0].folds' must be an integer in 2..20. Received: 'x'",
+        ),
+        ("[data]\nclass_names = ['a', 1]\n", "'data.class_names' must be a list of at least 2"),
+        (
+            "[[fidelity.rungs]]\nsubset = 600\nfolds = 3\nrun_folds = 0\n",
+            "'fidelity.rungs[0].run_folds' must be an integer in 1..20. Received: 0",
+        ),
         ("[fidelity\nfolds = 3\n", "not valid TOML"),
     ],
 )
@@ -145,3 +159,17 @@ def test_enqueued_starting_points_are_read_in_order(tmp_path: Path) -> None:
 def test_missing_study_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="study file not found"):
         load_spec(tmp_path / "nope.toml")
+
+
+def test_a_rung_without_subset_takes_every_image(tmp_path: Path) -> None:
+    text = "[[fidelity.rungs]]\nsubset = 600\nfolds = 3\n[[fidelity.rungs]]\nfolds = 2\n"
+    assert load_spec(write(tmp_path, text)).fidelity.ladder[-1] == Rung(None, 2)
+
+
+def test_export_settings_given_another_way_obey_the_study_files_rules() -> None:
+    """`tuning export --seeds` and the like are held to the [export] table's own rules."""
+    assert field_problem(ExportSettings, "seeds", 3) is None
+    assert field_problem(ExportSettings, "seeds", 0) == "an integer in [1, 50]"
+    assert field_problem(ExportSettings, "seeds", True) == "an integer in [1, 50]"  # not a count
+    assert field_problem(ExportSettings, "epoch_scale", 2) is None  # an integer is a number
+    assert field_problem(ExportSettings, "members", "best") == "one of seeds, top"

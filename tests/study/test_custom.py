@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from examples.make_shapes import CLASS_NAMES, make_shapes, render_png
-from tests.conftest import DEFAULT_STUDY, tiny_study
+from tests.helpers import DEFAULT_STUDY, tiny_study
 from tuning.cli import main
 from tuning.export.pipeline import export_study
 from tuning.images.mnist import file_sha256

@@ -8,19 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_study
-from tests.letters import write_letters
+from tests.helpers import letter_study
 from tuning.cli import main
 from tuning.errors import TuningError
 from tuning.study.config import load_spec
 from tuning.study.nested import nested_score
 from tuning.training.cv import wilson_interval
-
-
-def letter_study(folder: Path) -> Path:
-    """A study of the built-in CNN on an image folder of 3 letters, 6 images each."""
-    write_letters(folder / "letters", ["alpha", "beta", "gamma"], 6)
-    return tiny_study(folder / "letters.toml", name="letters", source="letters")
 
 
 def test_every_image_is_scored_once_by_a_search_that_never_saw_it(

@@ -11,7 +11,7 @@ import pytest
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
-from tests.conftest import SMOKE
+from tests.helpers import SMOKE
 from tuning.artifacts import artifact_store
 from tuning.device import detect, resolve_precision
 from tuning.errors import ConfigError, StudyMismatchError, TrainingDivergedError
@@ -335,7 +335,6 @@ def test_auto_precision_is_resolved_once_when_the_study_is_created(
     auto = spec_with(precision="auto")
     study = open_run(auto, storage=storage_url, data=mnist_npz).study
     here = resolve_precision("auto", detect())
-    assert here in ("float32", "mixed_bfloat16", "mixed_float16")
     assert study.user_attrs["protocol"]["precision"] == here
     assert stored_protocol(study, remedy="").precision == here
 

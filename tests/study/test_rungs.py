@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import add_rung_trial
+from tests.helpers import add_rung_trial
 from tuning.study.rungs import (
     best_at_highest_rung,
     highest_rung,

@@ -18,7 +18,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from tests.conftest import ROOT, postgres_url
+from tests.helpers import ROOT, postgres_url
 from tuning.cli import main
 from tuning.errors import StorageError
 from tuning.storage import open_storage

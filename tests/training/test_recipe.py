@@ -12,6 +12,7 @@ import pytest
 from tuning.training.batches import augment_batch, make_dataset
 from tuning.training.divergence import DivergenceGuard
 from tuning.training.recipe import Recipe, learning_rate, train
+from tuning.typed_json import RecordError, from_json
 
 BASE = Recipe(epochs=2, batch_size=32, schedule="constant", rotation=0, shift=0, zoom=0)
 
@@ -113,11 +114,30 @@ def test_scaled_changes_only_the_epochs() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("schedule", "linear"), ("optimizer", "adamw"), ("epochs", 0), ("label_smoothing", 1.0)],
+    [
+        ("schedule", "linear"),
+        ("optimizer", "adamw"),
+        ("epochs", 0),
+        ("epochs", True),  # a flag is never a count
+        ("learning_rate", "1e-3"),
+        ("label_smoothing", 1.0),
+        ("rotation", -5),
+    ],
 )
 def test_bad_recipe_values_are_refused_naming_the_field(field: str, value: object) -> None:
-    with pytest.raises(ValueError, match=f"Recipe.{field} must be .* Received: {field}="):
+    with pytest.raises(ValueError) as info:
         Recipe(**{field: value})  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith(f"'Recipe.{field}' must be ") and "\n" not in message
+    assert message.endswith(f". Received: {value!r}")
+
+
+def test_a_stored_recipe_is_read_by_the_same_rules() -> None:
+    """A recipe in a card or member record: the bad value is named by its dotted field."""
+    assert from_json(Recipe, {"epochs": 3, "rotation": 5}) == Recipe(epochs=3, rotation=5.0)
+    with pytest.raises(RecordError) as info:
+        from_json(Recipe, {"epochs": 3, "zoom": 1}, field="training.recipe")
+    assert str(info.value) == "'training.recipe.zoom' must be a fraction in [0, 1). Received: 1"
 
 
 def test_a_run_has_one_divergence_guard_whoever_passes_it() -> None:

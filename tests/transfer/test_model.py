@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.transfer.conftest import HEAD_ONLY, copy_base
+from tests.helpers import HEAD_ONLY, copy_base
 from tuning.cli import main
 from tuning.errors import ModelError
 from tuning.images.folder import load_image_folder

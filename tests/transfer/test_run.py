@@ -3,7 +3,6 @@ published with cards, plots and artifacts; its model names letters in `tuning pr
 
 from __future__ import annotations
 
-import ast
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +12,8 @@ import optuna
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.helpers import TINY_SPACE
 from tests.letters import write_letters
-from tests.transfer.conftest import TINY_SPACE
 from tuning.artifacts import DASHBOARD_TRIAL_ARTIFACT_PREFIX
 from tuning.cli import main
 from tuning.device import detect
@@ -64,38 +62,6 @@ def published(base_dir: Path, letters: Path, tmp_path_factory: pytest.TempPathFa
     )
     assert result.out_dir == folder / "greek_model"
     return Published(result.out_dir, storage, result.card, messages, result)
-
-
-def module_imports(module: str) -> set[str]:
-    """Every `tuning` module that importing `module` imports, read from the module-level import
-    statements of the package's source (imports inside functions and under TYPE_CHECKING run
-    later or never)."""
-    seen: set[str] = set()
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        parents = [".".join(parts[:i]) for i in range(1, len(parts))]
-        path = ROOT.joinpath(*parts)
-        source = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-        if name in seen or not source.is_file():
-            continue
-        seen.add(name)
-        todo += parents
-        for node in ast.parse(source.read_text()).body:
-            if isinstance(node, ast.Import):
-                todo += [alias.name for alias in node.names if alias.name.startswith("tuning")]
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tuning"):
-                todo.append(str(node.module))
-                todo += [f"{node.module}.{alias.name}" for alias in node.names]
-    return seen
-
-
-def test_transfer_does_not_load_the_export_pipeline() -> None:
-    """Transfer reads an exported model through its card; it never needs the code that made it."""
-    loaded = module_imports("tuning.transfer")
-    assert {"tuning.transfer.run", "tuning.model.card", "tuning.training.cv"} <= loaded
-    assert sorted(m for m in loaded if m.startswith(("tuning.export", "tuning.study"))) == []
 
 
 def test_the_published_folder_holds_the_model_its_cards_and_plots(published: Published) -> None:

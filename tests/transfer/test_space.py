@@ -8,7 +8,7 @@ import keras_tuner as kt
 import optuna
 import pytest
 
-from tests.transfer.conftest import TINY_SPACE
+from tests.helpers import TINY_SPACE
 from tuning.hp import OptunaHyperParameters
 from tuning.memory import release_memory
 from tuning.transfer import model as transfer

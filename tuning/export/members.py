@@ -77,6 +77,19 @@ def member_trials(plan: ExportPlan) -> list[tuple[FrozenTrial, int]]:
     return [(plan.trial, base + index) for index in range(seeds)]
 
 
+def pending_members(plan: ExportPlan) -> tuple[list[tuple[FrozenTrial, int]], int]:
+    """(trial, seed) of each member `plan` still has to train, in the order `train_members`
+    trains them, and how many of its members are kept from an earlier run."""
+    cache = members_dir(plan.out_dir, plan.spec.name)
+    pending = []
+    wanted = member_trials(plan)
+    for trial, seed in wanted:
+        folder = cache / f"trial{trial.number}-seed{seed}"
+        if _stored(folder, plan, trial, seed, plan.test_sha256) is None:
+            pending.append((trial, seed))
+    return pending, len(wanted) - len(pending)
+
+
 def train_members(
     plan: ExportPlan, *, say: Callable[[str], None], on_epoch: EpochFn | None
 ) -> list[Member]:

@@ -12,16 +12,18 @@ invented one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tuning import backend
-from tuning.errors import ModelError
+from tuning.export.estimate import ExportEstimate, estimate_export, training_cost
 from tuning.export.members import Member, load_members, train_members
 from tuning.export.plan import ExportPlan, plan_export
 from tuning.export.report import (
@@ -31,10 +33,10 @@ from tuning.export.report import (
     export_card,
     export_record,
     report_plots,
+    stored_baseline,
     write_config,
 )
 from tuning.export.retrain import MODEL_FILE, SAVED_MODEL_DIR, EpochFn
-from tuning.export.selection import stored_export
 from tuning.memory import release_memory
 from tuning.model.card import CARD_FILE, ExportCard
 from tuning.model.ensemble import build_ensemble
@@ -46,18 +48,22 @@ from tuning.study.config import StudySpec
 from tuning.study.note import write_study_note
 
 LogFn = Callable[[str], None]
+EstimateFn = Callable[[ExportEstimate], None]
 
 
 @dataclass(frozen=True)
 class ExportResult:
     """Where the export went, its card (the card on disk), the card's artifact id, the record
-    the study keeps of it and its test predictions (None: the data has no test split)."""
+    the study keeps of it and its test predictions (None: the data has no test split); what it
+    was estimated to train before it started, and the seconds it took from then."""
 
     out_dir: Path
     card: ExportCard
     card_artifact: str
     record: ExportRecord
     predictions: TestPredictions | None = None
+    estimate: ExportEstimate | None = None
+    seconds: float | None = None
 
 
 def export_study(
@@ -74,6 +80,7 @@ def export_study(
     artifacts: str | Path | None = None,
     log: LogFn | None = None,
     on_epoch: EpochFn | None = None,
+    on_estimate: EstimateFn | None = None,
 ) -> ExportResult:
     """Retrain a trial of `spec`'s study on every training image by its own recipe, evaluate
     it once on the test set and publish `model.keras`, `saved_model/`, `model_card.json`, the
@@ -89,6 +96,9 @@ def export_study(
     With `baseline`, the card also sets the model beside the seed network trained by the same
     rules and seeds (paired on the same test images, and seeds against seeds), from a stored
     export or, if there is none, by exporting it first to `<out>-trial<N>`.
+
+    Before training, `on_estimate` gets the networks to train and their expected time here
+    (`tuning.export.estimate`); the result holds it beside the seconds the export took.
 
     Raises:
         ExportError: no such study or trial, or `out` cannot be written.
@@ -108,44 +118,49 @@ def export_study(
         compare=baseline,
         artifacts=artifacts,
     )
-    reference = _baseline_export(plan, say=say, on_epoch=on_epoch)
-    result = export_trial(plan, reference, say=say, on_epoch=on_epoch)
+    estimate = estimate_export(plan, say=say)
+    if on_estimate is not None:
+        on_estimate(estimate)
+    start = time.perf_counter()
+    reference = _baseline_export(plan, estimate, say=say, on_epoch=on_epoch)
+    result = export_trial(plan, reference, say=say, on_epoch=on_epoch, estimate=estimate)
     say(f"wrote {plan.out_dir}{os.sep}")
-    return result
+    seconds = round(time.perf_counter() - start, 2)
+    return dataclasses.replace(result, estimate=estimate, seconds=seconds)
 
 
-def _baseline_export(plan: ExportPlan, *, say: LogFn, on_epoch: EpochFn | None) -> Reference | None:
+def _baseline_export(
+    plan: ExportPlan, estimate: ExportEstimate, *, say: LogFn, on_epoch: EpochFn | None
+) -> Reference | None:
     """The baseline's export to set beside `plan`'s trial: stored (with the same number of seeds
     and its test predictions), or made now."""
     if not plan.baseline_needed or plan.seed_trial is None:
         return None
+    stored = stored_baseline(plan)
+    if stored is not None:
+        return stored
     seed = plan.seed_trial
-    stored = stored_export(
-        plan.study,
-        seed.number,
-        epoch_scale=plan.settings.epoch_scale,
-        data_sha256=plan.train.sha256,
-    )
-    if stored is not None and stored.seeds == plan.settings.seeds:
-        try:
-            return Reference(stored, TestPredictions.load(Path(stored.out)))
-        except ModelError:
-            pass  # an export from before predictions were kept, or moved: make it again
     label = seed.user_attrs.get(TrialKey.BASELINE)
     seeds = plan.settings.seeds
     say(
         f"first, the baseline (trial #{seed.number}, {label}), same recipe"
         f"{f', {seeds} seeds' if seeds > 1 else ''}:"
     )
-    result = export_trial(plan.for_baseline(), None, say=say, on_epoch=on_epoch)
+    result = export_trial(plan.for_baseline(), None, say=say, on_epoch=on_epoch, estimate=estimate)
     return Reference(result.record, result.predictions)
 
 
 def export_trial(
-    plan: ExportPlan, reference: Reference | None, *, say: LogFn, on_epoch: EpochFn | None
+    plan: ExportPlan,
+    reference: Reference | None,
+    *,
+    say: LogFn,
+    on_epoch: EpochFn | None,
+    estimate: ExportEstimate | None = None,
 ) -> ExportResult:
     """Train (or take from their folder) the members, then ship, test, report and publish
-    `plan`'s trial, set beside the `reference` export, and record the export on the study."""
+    `plan`'s trial, set beside the `reference` export, and record the export on the study;
+    its card sets the members' training beside what `estimate` expected of it."""
     members = train_members(plan, say=say, on_epoch=on_epoch)
     try:
         with Publication(plan.out_dir, store=plan.store) as publication:
@@ -179,6 +194,7 @@ def export_trial(
             card = export_card(
                 plan, members, shipped, tested, predictions, versus,
                 files=files, formats=formats, artifacts=ids, created=created,
+                cost=training_cost(estimate, plan, members),
             )  # fmt: skip
             card_id = publication.upload(plan.study, plan.trial, [card.write(folder)])[CARD_FILE]
             publication.commit()

@@ -28,9 +28,10 @@ from tuning.model.predictions import test_data_sha256
 from tuning.protocol import Protocol
 from tuning.publish import Publication
 from tuning.storage import redact, resolve_storage_url
-from tuning.study.config import ExportSettings, StudySpec, export_setting_problem
+from tuning.study.config import ExportSettings, StudySpec
 from tuning.study.recipe_hypermodel import RecipeHyperModel
 from tuning.study.rungs import highest_rung, rung_scores
+from tuning.typed_json import field_problem
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,10 @@ class ExportPlan:
             and not self.is_baseline
         )
 
+    def with_seeds(self, seeds: int) -> ExportPlan:
+        """The same export with `seeds` members (of the trial, or top trials), say to price it."""
+        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, seeds=seeds))
+
     def for_baseline(self) -> ExportPlan:
         """The plan of the baseline's own export, beside this one and by the same rules."""
         if self.seed_trial is None:
@@ -132,7 +137,7 @@ def plan_export(
     study, chosen = load_exportable_study(spec, url, trial=trial)
     given = {"epoch_scale": epoch_scale, "seeds": seeds, "members": members}
     for key, value in given.items():
-        expected = None if value is None else export_setting_problem(key, value)
+        expected = None if value is None else field_problem(ExportSettings, key, value)
         if expected:
             raise ExportError(f"must be {expected}. Received: {key}={value!r}", param=key)
     source = spec.data_source(data)

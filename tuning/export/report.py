@@ -12,8 +12,10 @@ import numpy as np
 
 from tuning import backend, figures
 from tuning.device import detect
+from tuning.errors import ModelError
 from tuning.export.members import Member, MemberRecord, member_errors
 from tuning.export.plan import ExportPlan
+from tuning.export.selection import stored_export
 from tuning.images.dataset import Images
 from tuning.images.mnist import file_sha256
 from tuning.model.card import (
@@ -23,6 +25,7 @@ from tuning.model.card import (
     ExportCard,
     MemberScore,
     TestScore,
+    TrainingCost,
     TrainingRecord,
 )
 from tuning.model.compare import mean_difference, paired_comparison
@@ -115,6 +118,25 @@ class Reference:
     predictions: TestPredictions | None
 
 
+def stored_baseline(plan: ExportPlan) -> Reference | None:
+    """The baseline's stored export to set beside `plan`'s trial, if one was made by the same
+    rules (epoch scale, data, number of seeds) and its test predictions are still there."""
+    if plan.seed_trial is None:
+        return None
+    stored = stored_export(
+        plan.study,
+        plan.seed_trial.number,
+        epoch_scale=plan.settings.epoch_scale,
+        data_sha256=plan.train.sha256,
+    )
+    if stored is None or stored.seeds != plan.settings.seeds:
+        return None
+    try:
+        return Reference(stored, TestPredictions.load(Path(stored.out)))
+    except ModelError:  # an export from before predictions were kept, or moved: make it again
+        return None
+
+
 def compare_with_baseline(
     plan: ExportPlan,
     reference: Reference | None,
@@ -200,9 +222,11 @@ def export_card(
     formats: list[str],
     artifacts: dict[str, str],
     created: str,
+    cost: TrainingCost | None = None,
 ) -> ExportCard:
     """The export's card: the trial, its CV and test scores, the baseline beside it, its
-    members, how the model (the `shipped` file) was trained, and what was published."""
+    members, how the model (the `shipped` file) was trained, what that was expected to cost
+    and cost, and what was published."""
     trial, train, first = plan.trial, plan.train, members[0].record
     attrs = trial.user_attrs
     return ExportCard(
@@ -238,6 +262,7 @@ def export_card(
             seconds=round(sum(m.record.seconds for m in members), 2),
             device=detect().describe(),
         ),
+        cost=cost,
         param_count=sum(m.record.param_count for m in members),
         data=train.source,
         files=sorted(files),

@@ -21,8 +21,9 @@ from tuning.training.recipe import Recipe
 from tuning.typed_json import OMIT_NONE, RecordError, from_json, to_json, write_json
 
 CARD_FILE = "model_card.json"
-# 5: backend and formats; 4: members, ensemble, paired comparison; 3: typed cards with `kind`
-CARD_VERSION = 5
+# 6: cost (estimated beside measured); 5: backend and formats; 4: members, ensemble, paired
+# comparison; 3: typed cards with `kind`
+CARD_VERSION = 6
 KINDS = ("export", "transfer")
 # The JSON's first and last keys; a kind's own sections stand between them.
 _HEAD = ("card_version", "kind", "study", "trial", "params", "class_names", "cv", "sha256")
@@ -104,6 +105,18 @@ class TrainingRecord:
     final_accuracy: float
     seconds: float
     device: str
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    """What training the export's `networks` (members kept from an earlier run not counted)
+    was expected to take before it started (`estimated_seconds`, None: unknown; `measured_by`
+    says from what) and what it took (`seconds`)."""
+
+    networks: int
+    estimated_seconds: float | None
+    seconds: float
+    measured_by: str
 
 
 @dataclass(frozen=True)
@@ -220,6 +233,7 @@ class ExportCard(ModelCard):
     baseline: BaselineComparison | None = None
     ensemble: EnsembleSummary | None = field(default=None, metadata=OMIT_NONE)
     training: TrainingRecord | None = None
+    cost: TrainingCost | None = field(default=None, metadata=OMIT_NONE)
     param_count: int | None = None
     data: str | None = None
     files: list[str] = field(default_factory=list)

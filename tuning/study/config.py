@@ -1,17 +1,19 @@
-"""Parse and validate a study file (TOML) into a typed, frozen `StudySpec`."""
+"""Parse and validate a study file (TOML) into a typed, frozen `StudySpec`, by the rules on its
+records' fields (`tuning.typed_json`): one validator for study files, cards and recipes."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuning.errors import ConfigError
 from tuning.images.dataset import DataSource, resolve_source
-from tuning.protocol import Protocol, Rung
+from tuning.protocol import FOLDS, SUBSET, Protocol, Rung
+from tuning.typed_json import RecordError, from_json, one_of, rule
 
 SAMPLERS = ("tpe", "random")
 # Pruners that decide which trials climb the fidelity rungs (`tuning.study.rungs`).
@@ -35,11 +37,17 @@ class Fidelity:
     (`mixed_bfloat16`: bfloat16 compute, float32 weights; `auto`: chosen by hardware when the
     study is created)."""
 
-    subset: int | None = None  # None: every training image (MNIST: 60,000)
-    folds: int = 5
-    max_epochs: int = 15
-    precision: str = "float32"
-    rungs: tuple[Rung, ...] = ()
+    # None: every training image (MNIST: 60,000)
+    subset: int | None = field(default=None, metadata=SUBSET)
+    folds: int = field(default=5, metadata=FOLDS)
+    max_epochs: int = field(
+        default=15, metadata=rule(lambda v: 1 <= v <= 200, "an integer in 1..200")
+    )
+    precision: str = field(default="float32", metadata=one_of(PRECISIONS))
+    rungs: tuple[Rung, ...] = field(
+        default=(),
+        metadata=rule(lambda v: 1 <= len(v) <= 5, "an array of 1 to 5 [[fidelity.rungs]]"),
+    )
 
     @property
     def ladder(self) -> tuple[Rung, ...]:
@@ -59,17 +67,19 @@ class Fidelity:
 class Search:
     """Which Optuna sampler and pruner drive the study."""
 
-    sampler: str = "tpe"
-    pruner: str = "successive_halving"
-    n_startup_trials: int = 10
+    sampler: str = field(default="tpe", metadata=one_of(SAMPLERS))
+    pruner: str = field(default="successive_halving", metadata=one_of(PRUNERS))
+    n_startup_trials: int = field(default=10, metadata=rule(lambda v: v >= 0, "an integer >= 0"))
 
 
 @dataclass(frozen=True)
 class Budget:
     """When `tuning study` stops by itself: after `trials` trials or `timeout` seconds."""
 
-    trials: int = 50
-    timeout: float | None = None
+    trials: int = field(default=50, metadata=rule(lambda v: v >= 1, "an integer >= 1"))
+    timeout: float | None = field(
+        default=None, metadata=rule(lambda v: v > 0, "a number of seconds > 0")
+    )
 
 
 @dataclass(frozen=True)
@@ -80,9 +90,13 @@ class ExportSettings:
     seeds `study.seed`, `study.seed + 1`, ...: of the chosen trial (`members = "seeds"`), or
     one of each of the best distinct trials at the top rung (`members = "top"`)."""
 
-    epoch_scale: float = 1.0
-    seeds: int = 1
-    members: str = "seeds"
+    epoch_scale: float = field(
+        default=1.0, metadata=rule(lambda v: 0 < v <= 20, "a number in (0, 20]")
+    )
+    seeds: int = field(
+        default=1, metadata=rule(lambda v: 1 <= v <= MAX_SEEDS, f"an integer in [1, {MAX_SEEDS}]")
+    )
+    members: str = field(default="seeds", metadata=one_of(MEMBER_KINDS))
 
 
 @dataclass(frozen=True)
@@ -91,8 +105,17 @@ class DataSettings:
     an image folder, relative to the study file; `class_names` names a `.npz`'s labels or picks
     an image folder's classes."""
 
-    source: str = "mnist"
-    class_names: tuple[str, ...] | None = None
+    source: str = field(
+        default="mnist",
+        metadata=rule(lambda v: v.strip(), '"mnist", or the path of a .npz or folder'),
+    )
+    class_names: tuple[str, ...] | None = field(
+        default=None,
+        metadata=rule(
+            lambda v: len(v) >= 2 and all(v) and len(set(v)) == len(v),
+            "a list of at least 2 distinct class names",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -101,7 +124,44 @@ class SpaceSettings:
     to the study file), a KerasTuner HyperModel or a `build(hp)` function; None: the built-in
     CNN space (`tuning.study.space.CNNHyperModel`)."""
 
-    hypermodel: str | None = None
+    hypermodel: str | None = field(
+        default=None,
+        metadata=rule(
+            _HYPERMODEL.match,
+            '"module.path:Name" or "file.py:Name" (a HyperModel class or a build(hp) function)',
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class StudyTable:
+    """The `[study]` table: `name` defaults to the file's stem; each `[[study.enqueue]]` table
+    is a starting point, hyperparameters over the seed network's."""
+
+    name: str | None = field(
+        default=None, metadata=rule(_NAME.match, "letters, digits, '_', '.' or '-'")
+    )
+    seed: int = field(default=42, metadata=rule(lambda v: v >= 0, "an integer >= 0"))
+    enqueue_seed: bool = True
+    enqueue: tuple[dict[str, Any], ...] = field(
+        default=(),
+        metadata=rule(
+            lambda v: True, "an array of [[study.enqueue]] tables of hyperparameter values"
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class StudyFile:
+    """A study file's tables, as written."""
+
+    study: StudyTable = StudyTable()
+    data: DataSettings = DataSettings()
+    space: SpaceSettings = SpaceSettings()
+    fidelity: Fidelity = Fidelity()
+    search: Search = Search()
+    budget: Budget = Budget()
+    export: ExportSettings = ExportSettings()
 
 
 @dataclass(frozen=True)
@@ -110,18 +170,18 @@ class StudySpec:
 
     name: str
     path: Path
-    seed: int = 42
-    enqueue_seed: bool = True
+    seed: int
+    enqueue_seed: bool
     # Starting points from [[study.enqueue]]: hyperparameters over the seed network's, each run
     # once, right after the baseline, when the study is created. The pruner treats them as any
     # other trial.
-    enqueue: tuple[dict[str, Any], ...] = ()
-    fidelity: Fidelity = Fidelity()
-    search: Search = Search()
-    budget: Budget = Budget()
-    export: ExportSettings = ExportSettings()
-    data: DataSettings = DataSettings()
-    space: SpaceSettings = SpaceSettings()
+    enqueue: tuple[dict[str, Any], ...]
+    fidelity: Fidelity
+    search: Search
+    budget: Budget
+    export: ExportSettings
+    data: DataSettings
+    space: SpaceSettings
 
     def for_images(self, count: int) -> StudySpec:
         """The spec with its subsets resolved against `count` training images."""
@@ -156,109 +216,81 @@ class StudySpec:
         return out
 
 
-# key -> (python types accepted, check, what was expected)
-_Rule = tuple[tuple[type, ...], Any, str]
-_SCHEMA: dict[str, dict[str, _Rule]] = {
-    "study": {
-        "name": ((str,), lambda v: bool(_NAME.match(v)), "letters, digits, '_', '.' or '-'"),
-        "seed": ((int,), lambda v: v >= 0, "an integer >= 0"),
-        "enqueue_seed": ((bool,), lambda v: True, "true or false"),
-        "enqueue": (
-            (list,),
-            lambda v: all(isinstance(t, dict) for t in v),
-            "an array of [[study.enqueue]] tables of hyperparameter values",
-        ),
-    },
-    "data": {
-        "source": ((str,), lambda v: bool(v.strip()), '"mnist", or the path of a .npz or folder'),
-        "class_names": (
-            (list,),
-            lambda v: (
-                len(v) >= 2 and all(isinstance(n, str) and n for n in v) and len(set(v)) == len(v)
-            ),
-            "a list of at least 2 distinct class names",
-        ),
-    },
-    "space": {
-        "hypermodel": (
-            (str,),
-            lambda v: bool(_HYPERMODEL.match(v)),
-            '"module.path:Name" or "file.py:Name" (a HyperModel class or a build(hp) function)',
-        ),
-    },
-    "fidelity": {
-        "subset": ((int,), lambda v: v >= 10, "an integer >= 10 (default: every image)"),
-        "folds": ((int,), lambda v: 2 <= v <= 20, "an integer in 2..20"),
-        "max_epochs": ((int,), lambda v: 1 <= v <= 200, "an integer in 1..200"),
-        "precision": ((str,), lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-        "rungs": ((list,), lambda v: 1 <= len(v) <= 5, "an array of 1 to 5 [[fidelity.rungs]]"),
-    },
-    "fidelity.rungs": {
-        "subset": ((int,), lambda v: v >= 10, "an integer >= 10 (default: every image)"),
-        "folds": ((int,), lambda v: 2 <= v <= 20, "an integer in 2..20"),
-        "run_folds": ((int,), lambda v: 1 <= v <= 20, "an integer in 1..20"),
-        "epoch_scale": ((int, float), lambda v: 0 < v <= 10, "a number in (0, 10]"),
-    },
-    "search": {
-        "sampler": ((str,), lambda v: v in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
-        "pruner": ((str,), lambda v: v in PRUNERS, f"one of {', '.join(PRUNERS)}"),
-        "n_startup_trials": ((int,), lambda v: v >= 0, "an integer >= 0"),
-    },
-    "budget": {
-        "trials": ((int,), lambda v: v >= 1, "an integer >= 1"),
-        "timeout": ((int, float), lambda v: v > 0, "a number of seconds > 0"),
-    },
-    "export": {
-        "epoch_scale": ((int, float), lambda v: 0 < v <= 20, "a number in (0, 20]"),
-        "seeds": ((int,), lambda v: 1 <= v <= MAX_SEEDS, f"an integer in [1, {MAX_SEEDS}]"),
-        "members": ((str,), lambda v: v in MEMBER_KINDS, f"one of {', '.join(MEMBER_KINDS)}"),
-    },
-}
-
-
 # Keys of the [export] table before its recipe became the trial's own (tuned) recipe.
 _FORMER_EXPORT_KEYS = ("epochs", "schedule", "augment", "rotation", "shift", "zoom")
 
 
-def _problem(rule: _Rule, value: Any) -> str | None:
-    """What `value` must be by `rule`, if it is not (None: it is fine)."""
-    types, check, expected = rule
-    # bool is an int in Python; a flag is never a count.
-    bad_type = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
-    return expected if bad_type or not check(value) else None
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study file; what it leaves out takes the dataclasses' defaults.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or has unknown keys or bad values.
+    """
+    path = Path(path)
+    raw = _read_toml(path)
+    _refuse_former_shapes(path, raw)
+    try:
+        tables = from_json(StudyFile, raw, strict=True)
+    except RecordError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    name = tables.study.name or path.stem
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"{path}: 'study.name' defaults to the file name, which must be "
+            f"letters, digits, '_', '.' or '-'. Received: {name!r}"
+        )
+    fidelity = tables.fidelity
+    for index, rung in enumerate(fidelity.rungs):
+        _check_rung_size(path, f"fidelity.rungs[{index}]", rung)
+    if not fidelity.rungs:
+        _check_rung_size(path, "fidelity", fidelity.ladder[0])
+    return StudySpec(
+        name=name,
+        path=path,
+        seed=tables.study.seed,
+        enqueue_seed=tables.study.enqueue_seed,
+        enqueue=tables.study.enqueue,
+        fidelity=fidelity,
+        search=tables.search,
+        budget=tables.budget,
+        export=tables.export,
+        data=tables.data,
+        space=tables.space,
+    )
 
 
-def export_setting_problem(key: str, value: Any) -> str | None:
-    """What `value` must be to stand for `[export] key`, in words, if it is not (None: it is
-    fine): the study file's rule, for values given another way (a flag, a parameter)."""
-    return _problem(_SCHEMA["export"][key], value)
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: study file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read study file ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
-def _check_table(
-    path: Path, section: str, table: Any, *, where: str | None = None
-) -> dict[str, Any]:
-    rules = _SCHEMA[section]
-    where = where or section
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [{where}] must be a table. Received: {table!r}")
-    former = [k for k in table if section == "export" and k in _FORMER_EXPORT_KEYS]
+def _refuse_former_shapes(path: Path, raw: dict[str, Any]) -> None:
+    """Refuse what earlier study files could say and this one cannot, saying what it is now;
+    a rung without `subset` takes every image (a stored `Rung` always names its subset)."""
+    export, fidelity = raw.get("export"), raw.get("fidelity")
+    former = [k for k in _FORMER_EXPORT_KEYS if isinstance(export, dict) and k in export]
     if former:
         raise ConfigError(
             f"{path}: 'export.{former[0]}' is now part of each trial's tuned recipe; the [export] "
             "table takes 'epoch_scale' (export epochs = the trial's epochs x epoch_scale), 'seeds' "
             "and 'members'"
         )
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in rules:
-            raise ConfigError(
-                f"{path}: unknown key '{where}.{key}'; expected one of: {', '.join(rules)}"
-            )
-        expected = _problem(rules[key], value)
-        if expected:
-            raise ConfigError(f"{path}: '{where}.{key}' must be {expected}. Received: {value!r}")
-        values[key] = value
-    return values
+    if not isinstance(fidelity, dict) or not isinstance(fidelity.get("rungs"), list):
+        return
+    both = sorted({"subset", "folds"} & set(fidelity))
+    if both:
+        raise ConfigError(
+            f"{path}: give either 'fidelity.{both[0]}' (one rung) or [[fidelity.rungs]], not both"
+        )
+    fidelity["rungs"] = [
+        {"subset": None, **r} if isinstance(r, dict) else r for r in fidelity["rungs"]
+    ]
 
 
 def _check_rung_size(path: Path, where: str, rung: Rung) -> None:
@@ -272,80 +304,3 @@ def _check_rung_size(path: Path, where: str, rung: Rung) -> None:
             f"{path}: '{where}.run_folds' must be at most its folds ({rung.folds}). "
             f"Received: {rung.run_folds}"
         )
-
-
-def _rung(path: Path, index: int, table: Any) -> Rung:
-    where = f"fidelity.rungs[{index}]"
-    values = _check_table(path, "fidelity.rungs", table, where=where)
-    if "folds" not in values:
-        raise ConfigError(f"{path}: '{where}' needs 'folds'. Received: {table!r}")
-    rung = Rung(**{"subset": None, **values})
-    _check_rung_size(path, where, rung)
-    return rung
-
-
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a study file; what it leaves out takes the dataclasses' defaults.
-
-    Raises:
-        ConfigError: the file is missing, is not TOML, or has unknown keys or bad values.
-    """
-    path = Path(path)
-    tables = _read_tables(path)
-    study = tables["study"]
-    data = tables["data"]
-    if "class_names" in data:
-        data["class_names"] = tuple(data["class_names"])
-    name = study.pop("name", path.stem)
-    if "enqueue" in study:
-        study["enqueue"] = tuple(study["enqueue"])
-    if not _NAME.match(name):
-        raise ConfigError(
-            f"{path}: 'study.name' defaults to the file name, which must be "
-            f"letters, digits, '_', '.' or '-'. Received: {name!r}"
-        )
-    return StudySpec(
-        name=name,
-        path=path,
-        **study,
-        fidelity=_fidelity(path, tables["fidelity"]),
-        search=Search(**tables["search"]),
-        budget=Budget(**tables["budget"]),
-        export=ExportSettings(**tables["export"]),
-        data=DataSettings(**data),
-        space=SpaceSettings(**tables["space"]),
-    )
-
-
-def _read_tables(path: Path) -> dict[str, dict[str, Any]]:
-    """Every table of the study file, checked key by key against `_SCHEMA`."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: study file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read study file ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    tables_expected = [t for t in _SCHEMA if "." not in t]
-    unknown = sorted(set(raw) - set(tables_expected))
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown table or key '{unknown[0]}'; expected tables: "
-            f"{', '.join(tables_expected)}"
-        )
-    return {s: _check_table(path, s, raw.get(s, {})) for s in tables_expected}
-
-
-def _fidelity(path: Path, table: dict[str, Any]) -> Fidelity:
-    if "rungs" not in table:
-        fidelity = Fidelity(**table)
-        _check_rung_size(path, "fidelity", fidelity.ladder[0])
-        return fidelity
-    both = sorted({"subset", "folds"} & set(table))
-    if both:
-        raise ConfigError(
-            f"{path}: give either 'fidelity.{both[0]}' (one rung) or [[fidelity.rungs]], not both"
-        )
-    rungs = tuple(_rung(path, i, raw_rung) for i, raw_rung in enumerate(table["rungs"]))
-    return Fidelity(**{**table, "rungs": rungs})

@@ -13,15 +13,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
 
 from tuning.backend import host_function
-
-if TYPE_CHECKING:
-    from tuning.training.recipe import Recipe
 
 # Threads that warp batches ahead of a GPU under JAX and PyTorch, at most. On a CPU they would
 # only take cores from training (2 cores: the seed network 22% slower under PyTorch), so none.
@@ -29,16 +26,33 @@ LOADER_THREADS = 4
 TRANSFORM_SIZE = 8  # a projective transform as affine_transform takes it: a0..a2, b0..b2, c0, c1
 
 
+class Moves(Protocol):
+    """The ranges random warps are drawn from. `tuning.training.recipe.Recipe` is one; it is
+    named here only by its shape, so the recipe depends on the batches and not back."""
+
+    @property
+    def rotation(self) -> float: ...  # degrees, either way
+
+    @property
+    def shift(self) -> float: ...  # fraction of the image side, either way
+
+    @property
+    def zoom(self) -> float: ...  # fraction, in or out
+
+    @property
+    def augments(self) -> bool: ...  # whether any of the three moves
+
+
 def warp_transforms(
-    recipe: Recipe, count: int, *, height: int, width: int, rng: np.random.Generator
+    moves: Moves, count: int, *, height: int, width: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """`count` random warps within the recipe's ranges, as (count, 8) float32 transforms that
+    """`count` random warps within the ranges of `moves`, as (count, 8) float32 transforms that
     map each output pixel to the input pixel it samples (the inverse of the move), about the
     image's centre."""
     u = rng.uniform(-1.0, 1.0, size=(count, 4))
-    angle = u[:, 0] * math.radians(recipe.rotation)
-    scale = 1.0 + u[:, 1] * recipe.zoom
-    tx, ty = u[:, 2] * recipe.shift * width, u[:, 3] * recipe.shift * height
+    angle = u[:, 0] * math.radians(moves.rotation)
+    scale = 1.0 + u[:, 1] * moves.zoom
+    tx, ty = u[:, 2] * moves.shift * width, u[:, 3] * moves.shift * height
     cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
     cx, cy = (width - 1) / 2, (height - 1) / 2
     ox = cx - (cos * (cx + tx) + sin * (cy + ty))
@@ -52,11 +66,12 @@ def warp(images: Any, transforms: Any) -> Any:
     return keras.ops.image.affine_transform(images, transforms, fill_mode="constant")
 
 
-def augment_batch(images: np.ndarray, recipe: Recipe, seed: int | Sequence[int]) -> np.ndarray:
+def augment_batch(images: np.ndarray, moves: Moves, seed: int | Sequence[int]) -> np.ndarray:
     """Each image of an (N, H, W, C) float batch rotated, zoomed and shifted at random about its
-    centre; the same `seed` gives the same warps on every backend."""
+    centre, within the ranges of `moves` (a `Recipe`); the same `seed` gives the same warps on
+    every backend."""
     transforms = warp_transforms(
-        recipe,
+        moves,
         len(images),
         height=images.shape[1],
         width=images.shape[2],
@@ -71,7 +86,7 @@ class EpochDraws:
     order)."""
 
     def __init__(
-        self, count: int, *, recipe: Recipe | None, seed: int, height: int, width: int
+        self, count: int, *, recipe: Moves | None, seed: int, height: int, width: int
     ) -> None:
         self.count, self.recipe, self.seed = count, recipe, seed
         self.height, self.width = height, width
@@ -93,7 +108,7 @@ def make_dataset(
     *,
     num_classes: int,
     batch_size: int,
-    recipe: Recipe | None = None,
+    recipe: Moves | None = None,
     seed: int = 0,
 ) -> Any:
     """(image, one-hot label) float batches for `model.fit`: shuffled and augmented by `recipe`

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -21,6 +21,7 @@ import numpy as np
 from tuning import backend
 from tuning.training.batches import make_dataset
 from tuning.training.divergence import DivergenceGuard
+from tuning.typed_json import check, one_of, rule
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 # warmup_cosine: a linear warm-up from a tenth of the rate over the first tenth of the steps,
@@ -34,40 +35,31 @@ EVAL_BATCH = 512  # validation batches: larger is faster and changes nothing
 STEPS_PER_EXECUTION = 16
 
 
+def _is_fraction(value: float) -> bool:
+    return 0 <= value < 1
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How to train: the defaults are the seed network's recipe (15 epochs of Adam at 1e-3,
     batch 32, cosine decay, rotation 10 degrees, shift and zoom 0.1, no label smoothing)."""
 
-    epochs: int = 15
-    batch_size: int = 32
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    schedule: str = "cosine"
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    rotation: float = 10.0  # degrees, either way
-    shift: float = 0.1  # fraction of the image side, either way
-    zoom: float = 0.1  # fraction, in or out
+    epochs: int = field(default=15, metadata=rule(lambda v: v >= 1, "an integer >= 1"))
+    batch_size: int = field(default=32, metadata=rule(lambda v: v >= 1, "an integer >= 1"))
+    optimizer: str = field(default="adam", metadata=one_of(OPTIMIZERS))
+    learning_rate: float = field(default=1e-3, metadata=rule(lambda v: v > 0, "a number > 0"))
+    schedule: str = field(default="cosine", metadata=one_of(SCHEDULES))
+    weight_decay: float = field(default=0.0, metadata=rule(lambda v: v >= 0, "a number >= 0"))
+    label_smoothing: float = field(default=0.0, metadata=rule(_is_fraction, "a number in [0, 1)"))
+    # Augmentation: degrees either way, a fraction of the image side either way, in or out.
+    rotation: float = field(
+        default=10.0, metadata=rule(lambda v: 0 <= v <= 180, "degrees in 0..180")
+    )
+    shift: float = field(default=0.1, metadata=rule(_is_fraction, "a fraction in [0, 1)"))
+    zoom: float = field(default=0.1, metadata=rule(_is_fraction, "a fraction in [0, 1)"))
 
     def __post_init__(self) -> None:
-        checks = {
-            "epochs": (self.epochs >= 1, "an integer >= 1"),
-            "batch_size": (self.batch_size >= 1, "an integer >= 1"),
-            "optimizer": (self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
-            "learning_rate": (self.learning_rate > 0, "a number > 0"),
-            "schedule": (self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-            "weight_decay": (self.weight_decay >= 0, "a number >= 0"),
-            "label_smoothing": (0 <= self.label_smoothing < 1, "a number in [0, 1)"),
-            "rotation": (0 <= self.rotation <= 180, "degrees in 0..180"),
-            "shift": (0 <= self.shift < 1, "a fraction in [0, 1)"),
-            "zoom": (0 <= self.zoom < 1, "a fraction in [0, 1)"),
-        }
-        for name, (ok, expected) in checks.items():
-            if not ok:
-                raise ValueError(
-                    f"Recipe.{name} must be {expected}. Received: {name}={getattr(self, name)!r}"
-                )
+        check(self)  # a recipe built in code obeys the rules a stored one is read by
 
     @property
     def augments(self) -> bool:
