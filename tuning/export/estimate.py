@@ -249,14 +249,18 @@ def training_cost(
         return None
     mine = [n for n in estimate.networks if n.baseline == plan.is_baseline]
     trained = {(n.trial, n.seed) for n in mine}
-    done = [m for m in members if (m.record.trial, m.record.seed) in trained]
+    done = [m.record.seconds for m in members if (m.record.trial, m.record.seed) in trained]
     if not done:
         return None
     total = _total(mine)
-    sources = sorted({n.speed.measured_by for n in mine if n.speed is not None})
     return TrainingCost(
         networks=len(done),
         estimated_seconds=None if total is None else round(total, 1),
-        seconds=round(sum(m.record.seconds for m in done), 2),
-        measured_by=", ".join(sources) or "nothing",
+        seconds=round(sum(done), 2),
+        measured_by=_sources(mine),
     )
+
+
+def _sources(networks: list[NetworkCost]) -> str:
+    """What the networks' speeds were measured by, e.g. 'trial timings, timed batches'."""
+    return ", ".join(sorted({n.speed.measured_by for n in networks if n.speed})) or "nothing"
