@@ -77,42 +77,44 @@ def member_trials(plan: ExportPlan) -> list[tuple[FrozenTrial, int]]:
     return [(plan.trial, base + index) for index in range(seeds)]
 
 
+def _kept(plan: ExportPlan) -> list[tuple[FrozenTrial, int, Path, Member | None]]:
+    """Each member of `plan` in training order: its trial, seed and folder, and the member kept
+    there if it was trained exactly as `plan` would train it now (None: it is to train)."""
+    cache = members_dir(plan.out_dir, plan.spec.name)
+    kept = []
+    for trial, seed in member_trials(plan):
+        folder = cache / f"trial{trial.number}-seed{seed}"
+        kept.append((trial, seed, folder, _stored(folder, plan, trial, seed, plan.test_sha256)))
+    return kept
+
+
 def pending_members(plan: ExportPlan) -> tuple[list[tuple[FrozenTrial, int]], int]:
     """(trial, seed) of each member `plan` still has to train, in the order `train_members`
     trains them, and how many of its members are kept from an earlier run."""
-    cache = members_dir(plan.out_dir, plan.spec.name)
-    pending = []
-    wanted = member_trials(plan)
-    for trial, seed in wanted:
-        folder = cache / f"trial{trial.number}-seed{seed}"
-        if _stored(folder, plan, trial, seed, plan.test_sha256) is None:
-            pending.append((trial, seed))
-    return pending, len(wanted) - len(pending)
+    kept = _kept(plan)
+    pending = [(trial, seed) for trial, seed, _, member in kept if member is None]
+    return pending, len(kept) - len(pending)
 
 
 def train_members(
     plan: ExportPlan, *, say: Callable[[str], None], on_epoch: EpochFn | None
 ) -> list[Member]:
     """Every member of `plan`, from its folder when it is already trained, else trained now."""
-    cache = members_dir(plan.out_dir, plan.spec.name)
-    wanted = member_trials(plan)
+    wanted = _kept(plan)
     if len(wanted) < plan.settings.seeds:
         say(
             f"only {len(wanted)} distinct trials reached the top rung: the ensemble has "
             f"{len(wanted)} members, not {plan.settings.seeds}"
         )
-    test_sha = plan.test_sha256
     members = []
-    for index, (trial, seed) in enumerate(wanted):
-        folder = cache / f"trial{trial.number}-seed{seed}"
-        member = _stored(folder, plan, trial, seed, test_sha)
+    for index, (trial, seed, folder, member) in enumerate(wanted):
         if member is not None:
             say(f"member {index + 1}/{len(wanted)}: trial #{trial.number}, seed {seed}, kept "
                 f"from {folder} ({member.record.test_errors} test errors)")  # fmt: skip
         else:
             if len(wanted) > 1:
                 say(f"member {index + 1}/{len(wanted)}:")
-            member = _train(folder, plan, trial, seed, test_sha, say=say, on_epoch=on_epoch)
+            member = _train(folder, plan, trial, seed, plan.test_sha256, say=say, on_epoch=on_epoch)
         members.append(member)
     return members
 
