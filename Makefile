@@ -18,7 +18,7 @@ COMPILE := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.1
 	--custom-compile-command 'make lock' $(UPGRADE)
 
 .PHONY: help venv lock lock-check test-lowest study export example transfer dashboard test \
-	test-slow lint bench device-check clean
+	faults test-slow lint bench device-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -110,6 +110,9 @@ workers: venv  ## run WORKERS workers (default 2) here: cores split; GPUs in tur
 
 test: $(VENV)/.installed-jax  ## run the test suite (fast; needs TUNING_MNIST for the real-data slices)
 	$(BIN)/pytest
+
+faults: $(VENV)/.installed-jax  ## the fault suite alone, its long forms too (needs TUNING_TEST_POSTGRES, root for the full disk)
+	$(BIN)/pytest -m faults -n0 -s
 
 test-slow: $(VENV)/.installed-jax  ## also run the slow end-to-end tests
 	$(BIN)/pytest -m "slow or not slow"

@@ -3,12 +3,14 @@ trials, the smoke run's record. Fixtures and hooks live in conftest.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -228,3 +230,42 @@ def copy_study(storage: str, folder: Path) -> str:
     ):
         source.backup(target)
     return f"sqlite:///{folder / 'studies.db'}"
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted on `folder` with `options` (e.g. "size=32m", "ro,size=1m"), unmounted
+    afterwards. Only root can mount: the test is skipped otherwise, saying so."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a size-limited filesystem (tmpfs); CI runs as root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def untrained_seed_study(root: Path, data: Path) -> str:
+    """The smoke study in a new SQLite file under `root` (its URL), for the data file `data`:
+    its seed network (trial 0) finished its rung without training, so it can be exported."""
+    import keras
+
+    from tuning.hp import OptunaHyperParameters
+    from tuning.images.mnist import file_sha256
+    from tuning.study.config import load_spec
+    from tuning.study.create import open_study
+    from tuning.study.rungs import rung_step
+
+    storage = f"sqlite:///{root / 'studies.db'}"
+    study, hypermodel = open_study(load_spec(SMOKE), storage=storage, data_sha256=file_sha256(data))
+    trial = study.ask()
+    hypermodel.build(OptunaHyperParameters(trial))
+    trial.report(0.9, step=rung_step(0))
+    study.tell(trial, 0.9)
+    keras.backend.clear_session()
+    return storage

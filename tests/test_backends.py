@@ -160,3 +160,39 @@ def test_a_study_refuses_to_resume_under_another_backend(
     assert "run it with KERAS_BACKEND=jax" in err
     after = optuna.load_study(study_name="digits", storage=jax_run.storage).trials
     assert after == before  # nothing trained, nothing stored
+
+
+UNKNOWN_BACKEND_SCRIPT = """
+import sys
+import tuning
+from tuning.errors import ConfigError
+
+try:
+    tuning.load_spec
+except ConfigError as exc:
+    print(exc)
+print("keras imported" if "keras" in sys.modules else "keras not imported")
+"""
+
+
+def test_an_unknown_backend_is_one_line_with_the_choices_before_keras_starts(
+    tmp_path: Path,
+) -> None:
+    choices = (
+        "expected one of: tensorflow, jax, torch (tuning trains with these), numpy, openvino "
+        "(Keras's, for predictions only)"
+    )
+    missing = tmp_path / "no-such-export"
+    result = run_under("bogus", [sys.executable, "-m", "tuning.cli", "compare", str(missing), "."])
+    assert result.returncode == 2
+    # The backend first, not the path: nothing else ran.
+    assert result.stderr.splitlines() == [
+        f"error: KERAS_BACKEND='bogus' is not a Keras backend; {choices}"
+    ]
+    result = run_under("TensorFlow", [sys.executable, "-c", UNKNOWN_BACKEND_SCRIPT])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        f"KERAS_BACKEND='TensorFlow' is not a Keras backend (did you mean 'tensorflow'?); "
+        f"{choices}",
+        "keras not imported",
+    ]

@@ -27,10 +27,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tuning.training", "tuning.images"),
     ("tuning.publish", "tuning.records"),
     ("tuning.artifacts", "tuning.storage", "tuning.protocol"),
-    ("tuning.device",),
+    ("tuning.device", "tuning.reconnect"),
     (
         "tuning.backend",
-        "tuning.errors",
         "tuning.typed_json",
         "tuning.console",
         "tuning.hp",
@@ -38,6 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "tuning.notes",
         "tuning.memory",
     ),
+    ("tuning.errors",),  # every layer may raise them
 )
 
 Graph = dict[str, dict[str, str]]  # module -> {imported module: "file:line" of the import}

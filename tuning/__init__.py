@@ -45,5 +45,8 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name in _ENTRY_POINTS:
+        from tuning.backend import check_backend_name
+
+        check_backend_name()  # an unknown KERAS_BACKEND named with the choices, not by Keras
         return getattr(importlib.import_module(_ENTRY_POINTS[name]), name)
     raise AttributeError(f"module 'tuning' has no attribute {name!r}")

@@ -3,12 +3,15 @@ which library versions decide what a trial computes, which GPUs it sees, how its
 GPU memory are set, how a small function is run fast on the host, and which formats an export
 can be written in. Everything else in tuning speaks `keras.ops`.
 
-Keras picks the backend once per process, from `KERAS_BACKEND` (default: tensorflow).
+Keras picks the backend once per process, from `KERAS_BACKEND` (default: tensorflow); an
+unknown name fails `import keras` without saying the choices, so the entry points check it first
+(`check_backend_name`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import importlib.util
 import os
@@ -17,10 +20,33 @@ from typing import Any
 
 import numpy as np
 
-BACKENDS = ("tensorflow", "jax", "torch")
+from tuning.errors import ConfigError
+
+BACKENDS = ("tensorflow", "jax", "torch")  # the backends tuning trains with
+# Every backend Keras can import (keras/src/backend/__init__.py); the last two only predict.
+KERAS_BACKENDS = (*BACKENDS, "numpy", "openvino")
 ENV_BACKEND = "KERAS_BACKEND"
 
 HostFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def check_backend_name() -> None:
+    """Refuse a `KERAS_BACKEND` that names no Keras backend, before `import keras` fails on it
+    without the choices. An empty one is Keras's default, as Keras reads it.
+
+    Raises:
+        ConfigError: naming the value and the backends there are.
+    """
+    given = os.environ.get(ENV_BACKEND, "")
+    if not given or given in KERAS_BACKENDS:
+        return
+    close = difflib.get_close_matches(given.lower(), KERAS_BACKENDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(
+        f"{ENV_BACKEND}={given!r} is not a Keras backend{hint}; expected one of: "
+        f"{', '.join(BACKENDS)} (tuning trains with these), {', '.join(KERAS_BACKENDS[3:])} "
+        "(Keras's, for predictions only)"
+    )
 
 
 def name() -> str:

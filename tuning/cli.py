@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 for _key, _value in process_env().items():
     os.environ.setdefault(_key, _value)
 
+from tuning.backend import check_backend_name  # noqa: E402
 from tuning.console import Console, duration, open_console, verbose_from_env  # noqa: E402
 from tuning.errors import TuningError  # noqa: E402
 
@@ -63,6 +64,12 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         help="TensorFlow threads for this process (default: all cores); with W workers on one "
         "machine use cores // W",
     )
+    parser.add_argument(
+        "--retry-minutes",
+        type=float,
+        help="how long to wait for a lost database before giving up (default: [storage] "
+        "retry_minutes, 10)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
 
@@ -74,6 +81,7 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
     """
     from tuning import backend
     from tuning.device import detect
+    from tuning.reconnect import Reconnect
     from tuning.storage import redact, resolve_storage_url
     from tuning.study.config import load_spec
     from tuning.study.progress import StudyProgress, summary
@@ -83,13 +91,16 @@ def cmd_study(args: argparse.Namespace, *, worker: bool = False) -> int:
     console: Console = args.console
     spec = load_spec(args.study_file)
     configure_threads(args.threads)
-    _check_positive(args, "trials", "timeout")
+    _check_positive(args, "trials", "timeout", "retry_minutes")
     n_trials = args.trials or spec.budget.trials
     timeout = args.timeout or spec.budget.timeout
     batch = ProcessBatch.begin(n_trials)
     storage = resolve_storage_url(args.storage)
     # Data, storage, stored protocol and artifact folder are checked before the bar is drawn.
-    run = open_run(spec, storage=storage, data=args.data, salt=worker_salt() if worker else 0)
+    minutes = args.retry_minutes or spec.storage.retry_minutes
+    reconnect = Reconnect(seconds=minutes * 60, say=console.warn)
+    salt = worker_salt() if worker else 0
+    run = open_run(spec, storage=storage, data=args.data, salt=salt, reconnect=reconnect)
     time_left = None if timeout is None else timeout - (time.monotonic() - batch.start)
     progress = StudyProgress(
         n_trials=n_trials, timeout=timeout, disable=args.no_progress, done=batch.done,
@@ -125,7 +136,7 @@ def _check_positive(args: argparse.Namespace, *flags: str) -> None:
     for flag in flags:
         value = getattr(args, flag)
         if value is not None and value <= 0:
-            raise TuningError(f"--{flag} must be > 0. Received: {value}")
+            raise TuningError(f"--{flag.replace('_', '-')} must be > 0. Received: {value}")
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -546,6 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     console = args.console = open_console(verbose=args.verbose)
     try:
+        check_backend_name()  # before any command imports Keras, which fails without the choices
         return int(args.func(args))
     except TuningError as exc:
         console.error(error_line(exc))

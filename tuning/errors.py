@@ -18,7 +18,8 @@ class TuningError(Exception):
 
 
 class ConfigError(TuningError, ValueError):
-    """A study file is missing, malformed, or has unknown keys or out-of-range values."""
+    """A study file is missing, malformed, or has unknown keys or out-of-range values; or the
+    environment names a Keras backend that does not exist."""
 
 
 class DataError(TuningError, ValueError):
@@ -27,6 +28,12 @@ class DataError(TuningError, ValueError):
 
 class StorageError(TuningError):
     """A storage URL is unknown or the database cannot be opened."""
+
+
+class DatabaseLostError(StorageError):
+    """The study's database was lost for longer than a worker waits for it to come back."""
+
+    exit_status = 1
 
 
 class StudyMismatchError(TuningError):
@@ -45,6 +52,13 @@ class DashboardError(TuningError):
 
 class ExportError(TuningError):
     """A study cannot be exported: missing, without a completed trial, or no writable output."""
+
+
+class WriteError(ExportError):
+    """An output could not be written during work: no space left on the device, over quota, a
+    read-only file system or no permission. What was published before is left as it was."""
+
+    exit_status = 1
 
 
 class ModelError(TuningError, ValueError):

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from tuning.errors import StorageError
+from tuning.reconnect import Reconnect, Reconnecting
 
 ENV_STORAGE = "TUNING_STORAGE"
 ENV_HEARTBEAT = "TUNING_HEARTBEAT_SECONDS"
@@ -129,12 +130,16 @@ class ClaimSafeRDBStorage(RDBStorage):
         return won
 
 
-def _create_rdb_storage(url: str, engine_kwargs: dict[str, object], beat: int) -> RDBStorage:
+class WorkerStorage(Reconnecting, ClaimSafeRDBStorage):
+    """The storage every command opens: atomic claims, and calls that ride out a lost database."""
+
+
+def _create_rdb_storage(url: str, engine_kwargs: dict[str, object], beat: int) -> WorkerStorage:
     # Workers started together race to create the schema in a new database; the loser's insert
     # of the schema version fails. The schema exists by then, so a second attempt just opens it.
     for attempt in range(3):
         try:
-            return ClaimSafeRDBStorage(
+            return WorkerStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=beat,
@@ -149,11 +154,13 @@ def _create_rdb_storage(url: str, engine_kwargs: dict[str, object], beat: int) -
     raise AssertionError("unreachable")
 
 
-def open_storage(url: str | None = None) -> RDBStorage:
+def open_storage(url: str | None = None, *, reconnect: Reconnect | None = None) -> RDBStorage:
     """Open (creating if needed) the study database behind a URL.
 
     SQLite runs in WAL mode with a long busy timeout, so the dashboard and several worker
-    processes can share one file; PostgreSQL serves workers on many machines.
+    processes can share one file; PostgreSQL serves workers on many machines. Once open, a call
+    that loses the database waits for it as `reconnect` says (default: up to 10 minutes,
+    silently); a database that cannot be opened now is refused at once.
 
     Raises:
         StorageError: the URL is not a supported database URL, or the database cannot be opened.
@@ -192,6 +199,7 @@ def open_storage(url: str | None = None) -> RDBStorage:
                 _OPENED_SQLITE.add(Path(parsed.database).resolve())
     except (sqlalchemy.exc.SQLAlchemyError, OSError, ModuleNotFoundError) as exc:
         raise StorageError(f"cannot open storage {redact(url)!r}: {_reason(exc, url)}") from None
+    storage.start_reconnecting(redact(url), reconnect or Reconnect())
     return storage
 
 

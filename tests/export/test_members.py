@@ -1,32 +1,39 @@
 """When a kept export member (`member.json` beside its network) is reused, and when it is
-trained again: real files and a real SQLite study, an untrained network, nothing trained."""
+trained again, saying why when it was damaged; when a stored baseline export is set beside a
+later one: real files and a real SQLite study, an untrained network, nothing trained."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import pytest
 
-from tests.helpers import SMOKE
+from tests.helpers import SMOKE, untrained_seed_study
+from tuning.errors import ModelError
+from tuning.export.kept import file_hashes
 from tuning.export.members import (
     MEMBER_FILE,
     MemberRecord,
+    kept_members,
     members_dir,
     pending_members,
     train_members,
 )
+from tuning.export.pipeline import ship
 from tuning.export.plan import ExportPlan, plan_export
+from tuning.export.report import PREDICTIONS_SHA, stored_baseline
 from tuning.export.retrain import MODEL_FILE
-from tuning.hp import OptunaHyperParameters
 from tuning.images.mnist import file_sha256
+from tuning.model.card import CARD_FILE
 from tuning.model.predictions import PREDICTIONS_FILE, TestPredictions
+from tuning.records import ExportRecord, StudyKey
 from tuning.study.config import load_spec
-from tuning.study.create import open_study
-from tuning.study.rungs import rung_step
 from tuning.typed_json import to_json, write_json
 
 
@@ -35,16 +42,9 @@ def stored_plan(tmp_path_factory: pytest.TempPathFactory, mnist_npz: Path) -> Ex
     """The plan of a 2-seed export of the smoke study's seed network (trial 0), which finished
     its rung without training: its hyperparameters drawn by building it, its score told."""
     root = tmp_path_factory.mktemp("members")
-    storage = f"sqlite:///{root / 'studies.db'}"
-    spec = load_spec(SMOKE)
-    study, hypermodel = open_study(spec, storage=storage, data_sha256=file_sha256(mnist_npz))
-    trial = study.ask()
-    hypermodel.build(OptunaHyperParameters(trial))
-    trial.report(0.9, step=rung_step(0))
-    study.tell(trial, 0.9)
-    keras.backend.clear_session()
+    storage = untrained_seed_study(root, mnist_npz)
     out = root / "models" / "smoke"
-    return plan_export(spec, storage=storage, data=mnist_npz, out=out, trial=0, seeds=2)
+    return plan_export(load_spec(SMOKE), storage=storage, data=mnist_npz, out=out, trial=0, seeds=2)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,7 @@ def keep(plan: ExportPlan, network: Path, seed: int) -> Path:
         curves={"loss": [0.5]},
         seconds=1.5,
         param_count=7850,
+        files=file_hashes(folder, [MODEL_FILE, PREDICTIONS_FILE]),
     )
     write_json(folder / MEMBER_FILE, to_json(record))
     return folder
@@ -110,6 +111,18 @@ def test_members_made_as_the_export_would_make_them_now_are_reused(plan: ExportP
     ]
 
 
+def flip_byte(path: Path) -> None:
+    """Bit rot: one byte in the middle of `path` changed, its size kept."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path) -> None:
+    """A write cut short (a full disk, a killed copy): the first half of `path` kept."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -119,9 +132,6 @@ def test_members_made_as_the_export_would_make_them_now_are_reused(plan: ExportP
         "another epoch scale",
         "other training data",
         "other test images",
-        "unreadable record",
-        "no network",
-        "no test predictions",
         "killed while training",
     ],
 )
@@ -142,14 +152,136 @@ def test_a_member_made_otherwise_or_left_unfinished_is_trained_again(
         old, new = changes[case]
         assert old in record
         (folder / MEMBER_FILE).write_text(record.replace(old, new))
-    elif case == "unreadable record":
-        (folder / MEMBER_FILE).write_text(record[:40])
-    elif case == "no network":
-        (folder / MODEL_FILE).unlink()
-    elif case == "no test predictions":
-        (folder / PREDICTIONS_FILE).unlink()
     else:  # a member is trained in `<folder>.partial` and renamed when whole
         folder.rename(folder.with_name(folder.name + ".partial"))
     pending, kept = pending_members(plan)
     assert [(trial.number, seed) for trial, seed in pending] == [(0, 43)]
     assert kept == 1
+    assert [k.problem for k in kept_members(plan)] == [None, None]  # nothing to report
+
+
+DAMAGED = "does not match its recorded sha256 (damaged after it was written)"
+# What damaged a kept member, and the start of the reason the export gives for training it again.
+DAMAGED_MEMBERS = {
+    "truncated network": f"kept file {{folder}}/model.keras {DAMAGED}",
+    "a byte of the network flipped": f"kept file {{folder}}/model.keras {DAMAGED}",
+    "truncated test predictions": f"kept file {{folder}}/test_predictions.npz {DAMAGED}",
+    "a record without sha256": "{folder}/member.json records no sha256 of model.keras (written "
+    "by an older version)",
+    "no network": "kept file {folder}/model.keras is missing",
+    "no test predictions": "kept file {folder}/test_predictions.npz is missing",
+    "unreadable record": "kept record {folder}/member.json cannot be read (Unterminated string",
+    "a network that does not load": "kept file {folder}/model.keras: not a Keras model (a .keras "
+    "file is a zip archive)",
+    "errors that do not match": "kept file {folder}/test_predictions.npz makes 3 test errors "
+    "where {folder}/member.json records 4",
+}
+
+
+@pytest.mark.parametrize("case", DAMAGED_MEMBERS)
+def test_a_damaged_member_is_trained_again_and_the_line_names_the_file(
+    plan: ExportPlan, case: str
+) -> None:
+    """A kept file is trusted only with the sha256 its record took when it was written; one
+    damaged since, or one kept by a version that recorded none, is trained again, and the line
+    the export says (`member 2/2: trial #0, seed 43: ...; training it again`) says why."""
+    folder = members_dir(plan.out_dir, "smoke") / "trial0-seed43"
+    record = json.loads((folder / MEMBER_FILE).read_text())
+    if case == "truncated network":
+        truncate(folder / MODEL_FILE)
+    elif case == "a byte of the network flipped":
+        flip_byte(folder / MODEL_FILE)
+    elif case == "truncated test predictions":
+        truncate(folder / PREDICTIONS_FILE)
+    elif case == "a record without sha256":
+        del record["files"]
+        write_json(folder / MEMBER_FILE, record)
+    elif case == "no network":
+        (folder / MODEL_FILE).unlink()
+    elif case == "no test predictions":
+        (folder / PREDICTIONS_FILE).unlink()
+    elif case == "unreadable record":
+        (folder / MEMBER_FILE).write_text(json.dumps(record)[:40])
+    elif case == "a network that does not load":  # whole, as recorded, but no Keras model
+        (folder / MODEL_FILE).write_text("not a zip archive")
+        write_json(folder / MEMBER_FILE, {**record, "files": file_hashes(folder, record["files"])})
+    else:
+        write_json(folder / MEMBER_FILE, {**record, "test_errors": 4})
+    pending, kept = pending_members(plan)
+    assert [(trial.number, seed) for trial, seed in pending] == [(0, 43)]
+    assert kept == 1
+    first, second = kept_members(plan)
+    assert first.member is not None and first.problem is None
+    assert second.member is None and second.problem is not None
+    assert second.problem.startswith(DAMAGED_MEMBERS[case].format(folder=folder))
+
+
+def test_a_single_member_that_fails_to_load_is_named_not_its_staging_copy(
+    plan: ExportPlan, tmp_path: Path
+) -> None:
+    """`ship` copies a lone member into the export's staging folder: if it cannot be loaded,
+    the error names the kept file the user has, not the temporary copy."""
+    kept = kept_members(plan)[0].member
+    assert kept is not None
+    member = dataclasses.replace(kept, path=tmp_path / MODEL_FILE)
+    (tmp_path / MODEL_FILE).write_text("not a zip archive")
+    staging = tmp_path / ".smoke.abc123.tmp"
+    staging.mkdir()
+    with pytest.raises(ModelError, match=rf"^{tmp_path}/model\.keras: not a Keras model"):
+        ship([member], staging, say=lambda _line: None)
+
+
+def stored_baseline_export(plan: ExportPlan, folder: Path, **card: Any) -> None:
+    """An export of the baseline (trial 0) in `folder`, recorded on the study as a later export
+    finds it: its test predictions (3 errors) and a card with `card`'s fields."""
+    assert plan.test is not None and plan.test_sha256 is not None
+    folder.mkdir(parents=True)
+    labels = np.asarray(plan.test.y, np.int64)
+    probabilities = np.eye(10)[labels]
+    probabilities[:3] = np.roll(probabilities[:3], 1, axis=1)
+    TestPredictions(labels, probabilities, plan.test_sha256).save(folder)
+    sha256 = {PREDICTIONS_SHA: file_sha256(folder / PREDICTIONS_FILE)}
+    (folder / CARD_FILE).write_text(json.dumps({"kind": "export", "sha256": sha256, **card}))
+    record = ExportRecord(
+        trial=0, test_accuracy=0.994, test_errors=3, test_images=len(labels),
+        epoch_scale=plan.settings.epoch_scale, data_sha256=plan.train.sha256, out=str(folder),
+        created="2026-12-05T00:00:00+00:00", seeds=plan.settings.seeds,
+    )  # fmt: skip
+    plan.study.set_user_attr(StudyKey.EXPORTS, {"0": record.to_attr()})
+
+
+STORED_BASELINES = {
+    "whole": None,
+    "a byte flipped": f"kept file {{folder}}/test_predictions.npz {DAMAGED}",
+    "a card without its sha256": "{folder}/model_card.json records no sha256 of "
+    "test_predictions.npz (written by an older version)",
+    "no card": "{folder}/model_card.json is missing",
+}
+
+
+@pytest.mark.parametrize("case", STORED_BASELINES)
+def test_a_stored_baseline_export_is_set_beside_a_later_one_only_when_whole(
+    stored_plan: ExportPlan, tmp_path: Path, case: str
+) -> None:
+    """A later export reads the baseline's test predictions back instead of exporting it
+    again: only with the sha256 its card recorded; otherwise it says why and exports it again."""
+    plan = dataclasses.replace(stored_plan, out_dir=tmp_path / "models" / "smoke-trial5")
+    assert plan.seed_trial is not None and plan.seed_trial.number == 0
+    folder = tmp_path / "models" / "smoke"
+    stored_baseline_export(plan, folder, **({"sha256": {}} if "without" in case else {}))
+    if case == "a byte flipped":
+        flip_byte(folder / PREDICTIONS_FILE)
+    elif case == "no card":
+        (folder / CARD_FILE).unlink()
+    said: list[str] = []
+    reference = stored_baseline(plan, say=said.append)
+    problem = STORED_BASELINES[case]
+    if problem is None:
+        assert reference is not None and reference.predictions is not None
+        assert reference.predictions.errors == reference.record.test_errors == 3
+        assert said == []
+    else:
+        assert reference is None
+        assert said == [
+            f"the baseline's export (trial #0): {problem.format(folder=folder)}; exporting it again"
+        ]

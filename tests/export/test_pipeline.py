@@ -23,6 +23,7 @@ from tuning.cli import main
 from tuning.device import detect
 from tuning.errors import ExportError, StudyMismatchError
 from tuning.export import ExportResult, export_study, load_exportable_study
+from tuning.export.members import members_dir
 from tuning.hp import OptunaHyperParameters
 from tuning.images.mnist import file_sha256
 from tuning.images.preprocess import prepare_image
@@ -134,6 +135,7 @@ def test_card_describes_the_trial_its_recipe_and_the_files(exported: Exported) -
     assert card.sha256 == {
         "model": file_sha256(exported.out / "model.keras"),
         "data": file_sha256(exported.data),
+        "predictions": file_sha256(exported.out / "test_predictions.npz"),
     }
     assert card.class_names == [str(d) for d in range(10)]
     assert card.training.images == 2000
@@ -344,6 +346,43 @@ def test_an_interrupted_export_leaves_the_previous_one_and_resumes_its_members(
     assert calls == [(44, exported.card.training.recipe, 2000)] * 2
     assert result.card.ensemble is not None and exported.card.ensemble is not None
     assert result.card.ensemble.scores[:2] == exported.card.ensemble.scores
+
+
+@pytest.mark.faults
+def test_a_damaged_kept_member_is_trained_again_and_the_export_says_so(
+    exported: Exported, tmp_path: Path
+) -> None:
+    """The fault suite's damaged member: a kept member's network is cut short after it was
+    written (a disk that filled, a killed copy). The next export succeeds: it says it trains
+    that member again, naming the file, keeps the other, sets the stored baseline beside it
+    again, and ships the same test errors for the same member (the same seed, on the same CPU,
+    trains the same network)."""
+    storage = copy_study(exported.storage, tmp_path)  # with the baseline's export stored
+    out = tmp_path / "models" / "smoke"
+    members = members_dir(out, "smoke")
+    shutil.copytree(members_dir(exported.out, "smoke"), members)
+    kept, damaged = (members / f"trial{exported.trial}-seed{seed}" for seed in (42, 43))
+    network = damaged / "model.keras"
+    network.write_bytes(network.read_bytes()[: network.stat().st_size // 2])
+    said: list[str] = []
+    result = export_study(
+        load_spec(SMOKE), storage=storage, data=exported.data, out=out, trial=exported.trial,
+        seeds=2, log=said.append,
+    )  # fmt: skip
+    assert result.estimate is not None and result.estimate.kept == 1
+    assert [(n.trial, n.seed) for n in result.estimate.networks] == [(exported.trial, 43)]
+    assert exported.card.ensemble is not None and result.card.ensemble is not None
+    errors = [s.errors for s in exported.card.ensemble.scores]
+    assert [line for line in said if line.startswith("member ")] == [
+        f"member 1/2: trial #{exported.trial}, seed 42, kept from {kept} ({errors[0]} test errors)",
+        f"member 2/2: trial #{exported.trial}, seed 43: kept file {network} does not match its "
+        "recorded sha256 (damaged after it was written); training it again",
+    ]
+    assert not [line for line in said if "baseline" in line]  # the stored one, verified
+    assert [s.errors for s in result.card.ensemble.scores] == errors
+    assert result.card.baseline == exported.card.baseline
+    record = json.loads((damaged / "member.json").read_text())
+    assert record["files"]["model.keras"] == file_sha256(network)  # whole again, and recorded
 
 
 def test_missing_study_and_database_are_clear_errors(

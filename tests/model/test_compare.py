@@ -113,6 +113,7 @@ def test_cli_compare_prints_both_scores_and_the_statistics(
     for name, p in (("a", model), ("b", reference)):
         (tmp_path / name).mkdir()
         TestPredictions(p.labels, p.probabilities, sha).save(tmp_path / name)
+    (tmp_path / "a" / "model.keras").write_bytes(b"a model")  # compare reads only beside it
     assert main(["compare", str(tmp_path / "a" / "model.keras"), str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"A {tmp_path / 'a' / 'model.keras'}: 1 errors in 100 (accuracy 0.9900)"
@@ -122,13 +123,43 @@ def test_cli_compare_prints_both_scores_and_the_statistics(
     assert (data["errors"], data["reference_errors"], data["resamples"]) == (1, 6, 10_000)
 
 
-def test_cli_compare_without_predictions_is_one_line(
+def one_error_line(capsys: pytest.CaptureFixture[str], *argv: Path) -> str:
+    """`tuning compare` on `argv`: it fails with one line on stderr, returned."""
+    assert main(["compare", *map(str, argv)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_cli_compare_names_a_path_that_is_not_an_export_and_what_it_expected(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["compare", str(tmp_path), str(tmp_path)]) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no test predictions" in err[0] and str(tmp_path) in err[0]
+    export = tmp_path / "export"
+    export.mkdir()
+    TestPredictions(np.zeros(4, np.int64), np.full((4, 2), 0.5), "same").save(export)
+    picture = tmp_path / "seven.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n")
+    (tmp_path / "test_predictions.npz").write_bytes((export / "test_predictions.npz").read_bytes())
+    expected = "expected a folder written by tuning export, or a .keras file beside its predictions"
+    # A picture beside predictions is still not an export: nothing is compared.
+    line = one_error_line(capsys, picture, export)
+    assert line == f"error: {picture}: not an export folder or model file; {expected}"
+    empty = tmp_path / "photos"
+    empty.mkdir()
+    line = one_error_line(capsys, export, empty)
+    assert line == f"error: {empty}: not an export folder or model file; {expected}"
     missing = tmp_path / "no-such-export"
-    assert main(["compare", str(missing), str(tmp_path)]) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{missing / 'test_predictions.npz'}: no test predictions" in err[0]
+    line = one_error_line(capsys, missing, export)
+    assert line == f"error: {missing}: no such file or folder; {expected}"
+
+
+def test_cli_compare_of_an_export_without_predictions_says_to_export_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = tmp_path / "old-export"
+    old.mkdir()
+    (old / "model.keras").write_bytes(b"a model")
+    for given in (old, old / "model.keras"):
+        line = one_error_line(capsys, given, given)
+        assert line.startswith(f"error: {old / 'test_predictions.npz'}: no test predictions;")
+        assert line.endswith("export again)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,11 +13,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from tests.helpers import ROOT, postgres_url
+from tests.helpers import ROOT, postgres_url, tmpfs
 from tuning.cli import main
 from tuning.errors import StorageError
 from tuning.storage import open_storage
@@ -92,33 +92,53 @@ def test_two_workers_share_one_sqlite_study_without_duplicates(
     assert_exactly(storage_url, "workers", 4)
 
 
-def running_trial(db: Path) -> int | None:
-    """A RUNNING trial whose worker has sent at least one heartbeat (so it is mid-training)."""
-    query = (
+def running_trial(url: str, study: str) -> int | None:
+    """A RUNNING trial of `study` whose worker has sent at least one heartbeat (so it is
+    mid-training)."""
+    query = sqlalchemy.text(
         "SELECT t.number FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
-        "WHERE t.state = 'RUNNING'"
+        "JOIN studies s ON s.study_id = t.study_id WHERE t.state = 'RUNNING' AND s.study_name = :n"
     )
+    engine = sqlalchemy.create_engine(url, connect_args=CONNECT.get(url.split(":")[0], {}))
     try:
-        with sqlite3.connect(db, timeout=10) as conn:
-            row = conn.execute(query).fetchone()
-    except sqlite3.OperationalError:
-        return None
+        with engine.connect() as connection:
+            row = connection.execute(query, {"n": study}).first()
+    except sqlalchemy.exc.DBAPIError:
+        return None  # the schema is not there yet
+    finally:
+        engine.dispose()
     return None if row is None else int(row[0])
 
 
+CONNECT = {"sqlite": {"timeout": 10}}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def kill_study(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, str, str]]:
+    """(study file, storage URL, study name) on SQLite, or on CI's PostgreSQL server."""
+    if request.param == "sqlite":
+        url, name = f"sqlite:///{tmp_path / 'studies.db'}", "workers"
+    else:
+        url, name = postgres_url(), f"killed_{os.getpid()}_{time.time_ns()}"
+    path = tmp_path / "kill.toml"
+    path.write_text(STUDY.format(name=name, subset=1000))
+    yield path, url, name
+    if request.param == "postgresql":
+        optuna.delete_study(study_name=name, storage=url)
+
+
+@pytest.mark.faults
 def test_a_killed_worker_leaves_no_running_trial_and_its_trial_is_retried(
-    study_file: Path,
+    kill_study: tuple[Path, str, str],
     mnist_npz: Path,
-    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    db = tmp_path / "studies.db"
-    url = f"sqlite:///{db}"
+    study_file, url, name = kill_study
     beat = {"TUNING_HEARTBEAT_SECONDS": "1"}
     victim = worker(study_file, url, mnist_npz, "--trials", "5", **beat)
     deadline = time.monotonic() + 120
-    while (killed := running_trial(db)) is None and time.monotonic() < deadline:
+    while (killed := running_trial(url, name)) is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert killed is not None, "the worker never started a trial"
     victim.send_signal(signal.SIGKILL)
@@ -129,7 +149,7 @@ def test_a_killed_worker_leaves_no_running_trial_and_its_trial_is_retried(
     monkeypatch.setenv("TUNING_HEARTBEAT_SECONDS", "1")
     args = ["--storage", url, "--data", str(mnist_npz), "--trials", "1", "--no-progress"]
     assert main(["worker", str(study_file), *args]) == 0, capsys.readouterr().err
-    study = optuna.load_study(study_name="workers", storage=url)
+    study = optuna.load_study(study_name=name, storage=url)
     by_number = {t.number: t for t in study.trials}
     assert by_number[killed].state == TrialState.FAIL
     retries = [
@@ -200,18 +220,8 @@ def read_only_folder(path: Path) -> Iterator[Path]:
         yield path
         path.chmod(0o755)
         return
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mount.returncode != 0:
-        pytest.skip(f"cannot make a read-only folder as root here: {mount.stderr.strip()}")
-    try:
+    with tmpfs(path, "ro,size=1m"):
         yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=False)
 
 
 def test_a_read_only_storage_folder_is_refused(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from tuning import backend
 from tuning.export.estimate import ExportEstimate, estimate_export, training_cost
-from tuning.export.members import Member, load_members, train_members
+from tuning.export.members import Member, load_members, members_dir, train_members
 from tuning.export.plan import ExportPlan, plan_export
 from tuning.export.report import (
     Reference,
@@ -42,7 +42,7 @@ from tuning.model.card import CARD_FILE, ExportCard
 from tuning.model.ensemble import build_ensemble
 from tuning.model.file import load_model_file
 from tuning.model.predictions import PREDICTIONS_FILE, TestPredictions
-from tuning.publish import Publication
+from tuning.publish import Publication, disk_errors
 from tuning.records import ExportRecord, StudyKey, TrialKey
 from tuning.study.config import StudySpec
 from tuning.study.note import write_study_note
@@ -136,7 +136,7 @@ def _baseline_export(
     and its test predictions), or made now."""
     if not plan.baseline_needed or plan.seed_trial is None:
         return None
-    stored = stored_baseline(plan)
+    stored = stored_baseline(plan, say=say)
     if stored is not None:
         return stored
     seed = plan.seed_trial
@@ -161,7 +161,8 @@ def export_trial(
     """Train (or take from their folder) the members, then ship, test, report and publish
     `plan`'s trial, set beside the `reference` export, and record the export on the study;
     its card sets the members' training beside what `estimate` expected of it."""
-    members = train_members(plan, say=say, on_epoch=on_epoch)
+    with disk_errors(members_dir(plan.out_dir, plan.spec.name), unchanged=plan.out_dir):
+        members = train_members(plan, say=say, on_epoch=on_epoch)
     try:
         with Publication(plan.out_dir, store=plan.store) as publication:
             folder = publication.staging
@@ -214,12 +215,15 @@ def ship(members: list[Member], folder: Path, *, say: LogFn) -> tuple[Any, Path,
     backend can write one. Returns the model, its file and the formats written."""
     path = folder / MODEL_FILE
     if len(members) == 1:
+        # Loaded from the kept file, not its copy in the staging folder: a failure names the
+        # file the user has, not a temporary path gone once the export fails.
+        model = load_model_file(members[0].path)
         shutil.copyfile(members[0].path, path)
     else:
         say(f"averaging the {len(members)} members' outputs into one model")
         build_ensemble(load_members(members)).save(path)
         release_memory()
-    model = load_model_file(path)
+        model = load_model_file(path)
     formats = ["keras"]
     if backend.writes_saved_model():
         model.export(str(folder / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)

@@ -4,6 +4,7 @@ resolved config saved beside the model, and the card that gathers them."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,29 +14,34 @@ import numpy as np
 from tuning import backend, figures
 from tuning.device import detect
 from tuning.errors import ModelError
+from tuning.export.kept import kept_files_problem
 from tuning.export.members import Member, MemberRecord, member_errors
 from tuning.export.plan import ExportPlan
+from tuning.export.retrain import MODEL_FILE
 from tuning.export.selection import stored_export
 from tuning.images.dataset import Images
 from tuning.images.mnist import file_sha256
 from tuning.model.card import (
+    CARD_FILE,
     BaselineComparison,
     CVSummary,
     EnsembleSummary,
     ExportCard,
     MemberScore,
+    ModelCard,
     TestScore,
     TrainingCost,
     TrainingRecord,
 )
 from tuning.model.compare import mean_difference, paired_comparison
-from tuning.model.predictions import TestPredictions
+from tuning.model.predictions import PREDICTIONS_FILE, TestPredictions
 from tuning.records import ExportRecord, TrialKey, library_versions
 from tuning.study.curves import read_curves
 from tuning.study.rungs import rung_scores
 from tuning.typed_json import to_json, write_json
 
 CONFIG_FILE = "config.json"
+PREDICTIONS_SHA = "predictions"  # the card's sha256 of test_predictions.npz, beside "model"
 
 
 def evaluate_once(
@@ -118,9 +124,13 @@ class Reference:
     predictions: TestPredictions | None
 
 
-def stored_baseline(plan: ExportPlan) -> Reference | None:
+def stored_baseline(
+    plan: ExportPlan, *, say: Callable[[str], None] | None = None
+) -> Reference | None:
     """The baseline's stored export to set beside `plan`'s trial, if one was made by the same
-    rules (epoch scale, data, number of seeds) and its test predictions are still there."""
+    rules (epoch scale, data, number of seeds) and its test predictions are still there, whole:
+    with the sha256 its card recorded and the errors the study recorded. `say` hears why one
+    that is there is not used (it is exported again)."""
     if plan.seed_trial is None:
         return None
     stored = stored_export(
@@ -129,12 +139,31 @@ def stored_baseline(plan: ExportPlan) -> Reference | None:
         epoch_scale=plan.settings.epoch_scale,
         data_sha256=plan.train.sha256,
     )
-    if stored is None or stored.seeds != plan.settings.seeds:
-        return None
+    if stored is None or stored.seeds != plan.settings.seeds or not Path(stored.out).is_dir():
+        return None  # none made by these rules, or moved: make it again
+    folder = Path(stored.out)
     try:
-        return Reference(stored, TestPredictions.load(Path(stored.out)))
-    except ModelError:  # an export from before predictions were kept, or moved: make it again
-        return None
+        card = ModelCard.read(folder / MODEL_FILE)
+        sha = card.sha256.get(PREDICTIONS_SHA) if card else None
+        recorded = {} if sha is None else {PREDICTIONS_FILE: sha}
+        problem = kept_files_problem(
+            folder, [PREDICTIONS_FILE], recorded, record=folder / CARD_FILE
+        )
+        if card is None:
+            problem = f"{folder / CARD_FILE} is missing"
+        elif problem is None:
+            predictions = TestPredictions.load(folder)
+            if predictions.errors == stored.test_errors:
+                return Reference(stored, predictions)
+            problem = (
+                f"{folder / PREDICTIONS_FILE} makes {predictions.errors} test errors where the "
+                f"study records {stored.test_errors}"
+            )
+    except ModelError as exc:
+        problem = str(exc)
+    if say is not None:
+        say(f"the baseline's export (trial #{stored.trial}): {problem}; exporting it again")
+    return None
 
 
 def compare_with_baseline(
@@ -229,6 +258,9 @@ def export_card(
     and cost, and what was published."""
     trial, train, first = plan.trial, plan.train, members[0].record
     attrs = trial.user_attrs
+    sha256 = {"model": file_sha256(shipped), "data": train.sha256}
+    if predictions is not None:  # what a later export reads back, with this one as its baseline
+        sha256[PREDICTIONS_SHA] = file_sha256(shipped.with_name(PREDICTIONS_FILE))
     return ExportCard(
         study=plan.spec.name,
         trial=trial.number,
@@ -243,7 +275,7 @@ def export_card(
             protocol=plan.protocol,
             train_seconds=attrs.get(TrialKey.TRAIN_SECONDS),
         ),
-        sha256={"model": file_sha256(shipped), "data": train.sha256},
+        sha256=sha256,
         backend=backend.name(),
         formats=formats,
         study_file=str(plan.spec.path),

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from tuning.errors import ModelError
-from tuning.model.predictions import TestPredictions
+from tuning.model.predictions import PREDICTIONS_FILE, TestPredictions
 from tuning.training.cv import Interval
 
 RESAMPLES = 10_000
@@ -190,14 +190,14 @@ def compare_exports(
     `test_predictions.npz`.
 
     Raises:
-        ModelError: either has no readable test predictions, or they were tested on different
-            test data (naming both).
+        ModelError: either is missing, is neither an export folder nor a model file, has no
+            readable test predictions, or they were tested on different test data (naming both).
     """
     if resamples < 100:
         raise ModelError(
             f"must be at least 100. Received: resamples={resamples}", param="resamples"
         )
-    ours, theirs = TestPredictions.load(model), TestPredictions.load(reference)
+    ours, theirs = export_predictions(model), export_predictions(reference)
     if not ours.same_images(theirs):
         raise ModelError(
             f"{model} and {reference} were tested on different test data "
@@ -205,3 +205,20 @@ def compare_exports(
             "of the same test split"
         )
     return paired_comparison(ours, theirs, resamples=resamples, seed=seed)
+
+
+def export_predictions(path: str | Path) -> TestPredictions:
+    """The test predictions of an export given as its folder (holding its predictions or a
+    `.keras` model), its `.keras` model file or its `.npz` predictions file.
+
+    Raises:
+        ModelError: `path` is missing, is none of those, or has no readable test predictions.
+    """
+    path = Path(path)
+    expected = "expected a folder written by tuning export, or a .keras file beside its predictions"
+    if not path.exists():
+        raise ModelError(f"{path}: no such file or folder; {expected}")
+    is_export = path.is_dir() and ((path / PREDICTIONS_FILE).is_file() or any(path.glob("*.keras")))
+    if not (is_export or (path.is_file() and path.suffix in (".keras", ".npz"))):
+        raise ModelError(f"{path}: not an export folder or model file; {expected}")
+    return TestPredictions.load(path)

@@ -83,6 +83,15 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """How long a worker waits for a lost database (a restart, a failover) before it gives up."""
+
+    retry_minutes: float = field(
+        default=10.0, metadata=rule(lambda v: 0 < v <= 1440, "a number of minutes in (0, 1440]")
+    )
+
+
+@dataclass(frozen=True)
 class ExportSettings:
     """What `tuning export` changes about the winning trial's recipe besides the data (all
     training images instead of a fold): its epochs are multiplied by `epoch_scale`. It ships
@@ -162,6 +171,7 @@ class StudyFile:
     search: Search = Search()
     budget: Budget = Budget()
     export: ExportSettings = ExportSettings()
+    storage: StorageSettings = StorageSettings()
 
 
 @dataclass(frozen=True)
@@ -182,6 +192,7 @@ class StudySpec:
     export: ExportSettings
     data: DataSettings
     space: SpaceSettings
+    storage: StorageSettings = StorageSettings()
 
     def for_images(self, count: int) -> StudySpec:
         """The spec with its subsets resolved against `count` training images."""
@@ -256,6 +267,7 @@ def load_spec(path: str | Path) -> StudySpec:
         export=tables.export,
         data=tables.data,
         space=tables.space,
+        storage=tables.storage,
     )
 
 

@@ -14,6 +14,7 @@ from tuning import backend
 from tuning.device import detect, resolve_precision
 from tuning.errors import StudyMismatchError
 from tuning.protocol import Protocol
+from tuning.reconnect import Reconnect
 from tuning.records import StudyKey, library_versions, space_fingerprint
 from tuning.storage import open_storage, redact, resolve_storage_url
 from tuning.study.baseline import enqueue_first_trials, ensure_baseline, starting_points
@@ -35,11 +36,13 @@ def open_study(
     input_shape: tuple[int, int, int] = (28, 28, 1),
     num_classes: int = 10,
     salt: int = 0,
+    reconnect: Reconnect | None = None,
 ) -> tuple[optuna.Study, RecipeHyperModel]:
     """Create `spec`'s study, or load it if it exists with the same protocol; with it, the
     study's HyperModel for images of `input_shape` in `num_classes` classes, in the precision
     the study's trials are scored in. Parallel workers pass distinct `salt`s so their samplers
-    differ.
+    differ. A lost database is waited for as `reconnect` says (default: the study file's
+    `[storage] retry_minutes`, silently).
 
     A worker that loads the study while another creates it waits for the protocol instead of
     writing it twice.
@@ -65,7 +68,9 @@ def open_study(
         data_sha256=data_sha256,
         space_fingerprint=space_fingerprint(space),
     )
-    study, created = _create_or_load(spec, url)
+    if reconnect is None:
+        reconnect = Reconnect(seconds=spec.storage.retry_minutes * 60)
+    study, created = _create_or_load(spec, url, reconnect)
     stored = None if created else _wait_for_protocol(study)
     if stored is None and study.trials:
         raise StudyMismatchError(
@@ -118,8 +123,8 @@ def stored_protocol(study: optuna.Study, *, remedy: str) -> Protocol:
     return Protocol.read(stored, study=f"study '{study.study_name}'", remedy=remedy)
 
 
-def _create_or_load(spec: StudySpec, url: str) -> tuple[optuna.Study, bool]:
-    storage = open_storage(url)
+def _create_or_load(spec: StudySpec, url: str, reconnect: Reconnect) -> tuple[optuna.Study, bool]:
+    storage = open_storage(url, reconnect=reconnect)
     pruner = make_pruner(spec)
     try:
         # Study names are unique in the database, so exactly one process gets to create it.

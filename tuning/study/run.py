@@ -11,9 +11,10 @@ import optuna
 
 from tuning.artifacts import artifact_store
 from tuning.device import detect
-from tuning.errors import TrainingDivergedError
+from tuning.errors import StorageError, TrainingDivergedError
 from tuning.images.dataset import load_training
 from tuning.images.folder import Skipped
+from tuning.reconnect import Reconnect
 from tuning.records import library_versions
 from tuning.study.config import StudySpec
 from tuning.study.create import open_study
@@ -55,17 +56,37 @@ class StudyRun:
             on_progress=on_progress,
             artifacts=self.artifacts,
         )
-        self.study.optimize(
-            objective,
-            n_trials=n_trials if n_trials is not None else spec.budget.trials,
-            timeout=timeout if timeout is not None else spec.budget.timeout,
-            catch=(TrainingDivergedError,),
-            callbacks=callbacks,
-            gc_after_trial=True,
-        )
+        try:
+            self.study.optimize(
+                objective,
+                n_trials=n_trials if n_trials is not None else spec.budget.trials,
+                timeout=timeout if timeout is not None else spec.budget.timeout,
+                catch=(TrainingDivergedError,),
+                callbacks=callbacks,
+                gc_after_trial=True,
+            )
+        except Exception as exc:
+            # A database lost for good surfaces from Optuna's trial cleanup as whatever that
+            # cleanup raised next (an UnboundLocalError in Optuna 5.0): say what happened.
+            cause = _storage_error(exc)
+            if cause is None or cause is exc:
+                raise
+            raise cause from None
         # The note's rung correlations now include this run's trials.
         write_study_note(self.study, device=detect().describe())
         return self.study
+
+
+def _storage_error(exc: BaseException) -> StorageError | None:
+    """The storage error behind `exc`, following what each exception was raised during."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, StorageError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def open_run(
@@ -75,12 +96,14 @@ def open_run(
     data: str | Path | None = None,
     artifacts: str | Path | None = None,
     salt: int = 0,
+    reconnect: Reconnect | None = None,
 ) -> StudyRun:
     """Load the data, then create or resume `spec`'s study and rewrite its dashboard note.
 
     Everything a run needs is checked here, before any training, so a bad input fails at once.
     `data` replaces the location of the study file's `[data] source`. Parallel workers pass
-    distinct `salt`s so their samplers differ.
+    distinct `salt`s so their samplers differ. A lost database is waited for as `reconnect`
+    says (default: the study file's `[storage] retry_minutes`).
 
     Raises:
         ConfigError, DataError, StorageError, StudyMismatchError: bad study file, data, storage
@@ -97,6 +120,7 @@ def open_run(
         input_shape=images.input_shape,
         num_classes=images.num_classes,
         salt=salt,
+        reconnect=reconnect,
     )
     # The dashboard's study note: protocol, space, data hash, devices, export command.
     write_study_note(study, device=detect().describe())
