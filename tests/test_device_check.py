@@ -115,8 +115,18 @@ def test_a_step_out_of_time_is_stopped_with_what_it_started(tmp_path: Path) -> N
         with pytest.raises(StepFailed) as failed:
             ctx.run(["bash", "-c", f"sleep 60 & echo $! > {pid_file}; wait"])
     assert failed.value.rc == TIMED_OUT and time.monotonic() - began < 10
-    stat = Path(f"/proc/{pid_file.read_text().strip()}/stat")
-    assert not stat.exists() or stat.read_text().split()[2] == "Z"  # gone, or a reaped-late zombie
+    assert not still_sleeping(int(pid_file.read_text()))
+
+
+def still_sleeping(pid: int) -> bool:
+    """Whether process `pid` is the step's `sleep`, alive: not gone, not a zombie reaped late,
+    and not another program that was given the same process id since (a busy machine)."""
+    try:
+        program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return program == b"sleep" and state != "Z"
 
 
 def test_the_run_needs_only_the_standard_library() -> None:

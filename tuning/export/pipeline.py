@@ -43,6 +43,7 @@ from tuning.model.ensemble import build_ensemble
 from tuning.model.file import load_model_file
 from tuning.model.predictions import PREDICTIONS_FILE, TestPredictions
 from tuning.publish import Publication, disk_errors
+from tuning.reconnect import Reconnect
 from tuning.records import ExportRecord, StudyKey, TrialKey
 from tuning.study.config import StudySpec
 from tuning.study.note import write_study_note
@@ -117,6 +118,7 @@ def export_study(
         members=members,
         compare=baseline,
         artifacts=artifacts,
+        reconnect=Reconnect(seconds=spec.storage.retry_minutes * 60, say=say),
     )
     estimate = estimate_export(plan, say=say)
     if on_estimate is not None:

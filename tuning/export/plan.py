@@ -27,6 +27,7 @@ from tuning.images.dataset import Images, load_images, load_training
 from tuning.model.predictions import test_data_sha256
 from tuning.protocol import Protocol
 from tuning.publish import Publication
+from tuning.reconnect import Reconnect
 from tuning.storage import redact, resolve_storage_url
 from tuning.study.config import ExportSettings, StudySpec
 from tuning.study.recipe_hypermodel import RecipeHyperModel
@@ -124,9 +125,11 @@ def plan_export(
     members: str | None = None,
     compare: bool = True,
     artifacts: str | Path | None = None,
+    reconnect: Reconnect | None = None,
 ) -> ExportPlan:
     """The plan of exporting `trial` of `spec`'s study (default: the best at the highest rung)
-    (see `tuning.export.export_study` for the parameters).
+    (see `tuning.export.export_study` for the parameters); a lost database is waited for as
+    `reconnect` says (default: up to 10 minutes, silently).
 
     Raises:
         ExportError: no such study or trial, a bad `epoch_scale`, or `out` cannot be written.
@@ -134,7 +137,7 @@ def plan_export(
         DataError: the training data is missing or malformed.
     """
     url = resolve_storage_url(storage)
-    study, chosen = load_exportable_study(spec, url, trial=trial)
+    study, chosen = load_exportable_study(spec, url, trial=trial, reconnect=reconnect)
     given = {"epoch_scale": epoch_scale, "seeds": seeds, "members": members}
     for key, value in given.items():
         expected = None if value is None else field_problem(ExportSettings, key, value)

@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuning.errors import ExportError
 from tuning.images.dataset import Images
 from tuning.protocol import Protocol
+from tuning.reconnect import Reconnect
 from tuning.records import ExportRecord, StudyKey, TrialKey, space_fingerprint
 from tuning.storage import open_storage, redact, resolve_storage_url, study_names
 from tuning.study.config import StudySpec
@@ -42,7 +43,11 @@ def default_out_dir(study_name: str) -> Path:
 
 
 def load_exportable_study(
-    spec: StudySpec, storage: str | None, *, trial: int | None = None
+    spec: StudySpec,
+    storage: str | None,
+    *,
+    trial: int | None = None,
+    reconnect: Reconnect | None = None,
 ) -> tuple[optuna.Study, FrozenTrial]:
     """The stored study of `spec` and the trial to export: `trial` if given, else the best
     trial at the highest rung any trial reached.
@@ -60,7 +65,7 @@ def load_exportable_study(
                 "or give the storage that holds the study",
                 param="storage",
             )
-    rdb = open_storage(url)
+    rdb = open_storage(url, reconnect=reconnect)
     if spec.name not in study_names(rdb):
         stored = ", ".join(study_names(rdb)) or "none"
         raise ExportError(
