@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from optuna.trial import TrialState
 from tests.helpers import postgres_url
 from tests.pg_server import PrivateServer
 from tests.study.test_workers import STUDY, worker
+from tuning.cli import main
 
 pytestmark = pytest.mark.faults
 
@@ -109,3 +111,29 @@ def test_two_workers_outlive_three_restarts_of_postgresql(
     print(f"pause from each restart to the next committed trial: {pauses}; "
           f"outages the workers waited through (s): {backs}; "
           f"trial lengths (s): {lengths}")  # fmt: skip
+
+
+def test_a_worker_that_gives_up_on_the_database_says_so_in_one_line(
+    server: PrivateServer, tmp_path: Path, mnist_npz: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study_file = tmp_path / "gone.toml"
+    study_file.write_text(STUDY.format(name="gone", subset=1000))
+
+    def stop_mid_trial() -> None:
+        while _count(server.url, "RUNNING") < 1:
+            time.sleep(0.05)
+        server.stop()  # for good
+
+    threading.Thread(target=stop_mid_trial, daemon=True).start()
+    args = ["--storage", server.url, "--data", str(mnist_npz), "--trials", "2", "--no-progress"]
+    assert main(["worker", str(study_file), *args, "--retry-minutes", "0.02"]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: lost the database at {server.url} for 0.02 min; gave up. Start the worker again "
+        "once the database is back: the trial it was running is failed and retried by the next "
+        "worker"
+    ], err
+    server.start()
+    trials = optuna.load_study(study_name="gone", storage=server.url).trials
+    assert [t.state for t in trials] == [TrialState.RUNNING]  # for the heartbeat to fail, retry
