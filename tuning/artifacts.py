@@ -41,6 +41,11 @@ def artifact_store(path: str | Path | None = None) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(folder))
 
 
+def artifact_folder(store: FileSystemArtifactStore) -> Path:
+    """The folder `store` writes to (Optuna keeps it only in a private attribute)."""
+    return Path(getattr(store, "_base_path", "."))
+
+
 def attach_files(
     study: optuna.Study,
     trial: optuna.trial.FrozenTrial,

@@ -22,7 +22,7 @@ from types import TracebackType
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
-from tuning.artifacts import attach_files
+from tuning.artifacts import artifact_folder, attach_files
 from tuning.errors import ExportError, TuningError, WriteError
 
 # How a file system refuses a write, in the message's words.
@@ -81,8 +81,7 @@ class Publication:
         self, study: optuna.Study, trial: optuna.trial.FrozenTrial, files: list[Path]
     ) -> dict[str, str]:
         """Attach `files` to `trial` as artifacts; returns {file name: artifact id}."""
-        # Optuna keeps the store's folder only in this attribute.
-        folder = Path(getattr(self.store, "_base_path", "."))
+        folder = artifact_folder(self.store)
         needed = format_bytes(sum(f.stat().st_size for f in files if f.is_file()))
         with disk_errors(folder, unchanged=self.out_dir, needed=needed):
             ids = attach_files(study, trial, files, store=self.store)

@@ -17,6 +17,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
 from tuning import figures
+from tuning.artifacts import artifact_folder
 from tuning.publish import disk_errors
 from tuning.records import TrialKey
 
@@ -30,7 +31,7 @@ Histories = list[dict[str, list[float]]]
 def attach_curves(trial: optuna.Trial, histories: Histories, *, store: Any, title: str) -> None:
     """Upload `histories` (one dict of per-epoch metrics per fold) as JSON and as a plot to the
     running `trial`. A full disk fails the trial with one line naming the path."""
-    artifacts = Path(getattr(store, "_base_path", "."))  # Optuna keeps the folder only here
+    artifacts = artifact_folder(store)
     with disk_errors(artifacts), tempfile.TemporaryDirectory(prefix="tuning-curves-") as folder:
         data = Path(folder) / CURVES_JSON
         data.write_text(json.dumps({"folds": histories}), encoding="utf-8")
