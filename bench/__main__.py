@@ -18,8 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # fidelity and ensembles last: with no names given, each is skipped (with a line saying why)
 # when what it reads (a study, exports) is not there.
 BENCHMARKS = [
-    "memory", "workers", "throughput", "backends", "search", "overhead", "scaling", "fidelity",
-    "ensembles",
+    "memory", "workers", "throughput", "backends", "search", "overhead", "cost", "scaling",
+    "fidelity", "ensembles",
 ]  # fmt: skip
 
 

@@ -321,7 +321,7 @@ def _one_seed(
         "seed": seed,
         "budget": budget,
         "sampler": spec.search.sampler,
-        "pruner": spec.search.pruner,
+        "pruner": spec.pruner,
     }
     for name, ledger in runs.items():
         scored = [p for p in ledger.trace if p["score"] is not None]

@@ -269,3 +269,45 @@ def untrained_seed_study(root: Path, data: Path) -> str:
     study.tell(trial, 0.9)
     keras.backend.clear_session()
     return storage
+
+
+def add_costed_trial(
+    study: Any,
+    scores: list[float],
+    *,
+    rungs: int,
+    flops: int,
+    limit: float | None = None,
+    state: Any = None,
+) -> Any:
+    """A trial of a study of one or two directions (accuracy, then FLOPs) that finished a rung
+    for each of `scores` (its `rungs` user attribute, and with one direction its reports), whose
+    network costs `flops`, checked against a FLOPs `limit` if given, as the objective records
+    both. COMPLETE if it reached all `rungs`, else PRUNED; `state` RUNNING leaves it running.
+    Nothing is trained; returns the trial as stored."""
+    from optuna.trial import TrialState
+
+    from tuning.records import ModelCost, TrialKey
+    from tuning.study.rungs import RungRecord, rung_step
+    from tuning.study.trial_cost import apply_limits, record_cost
+
+    study.enqueue_trial({"id": len(study.trials)})
+    trial = study.ask()
+    trial.suggest_int("id", 0, 10**6)  # a network of its own (export ranks distinct ones)
+    cost = ModelCost(params=flops // 10, flops=flops)
+    record_cost(trial, cost)
+    if limit is not None and apply_limits(trial, cost, {"flops": limit}):
+        trial.set_user_attr(TrialKey.INFEASIBLE, f"over the limit: flops {flops:,} > {limit:,}")
+    records = [RungRecord(r, s, 0.0, [s], 1, 0.1).as_attr() for r, s in enumerate(scores)]
+    trial.set_user_attr(TrialKey.RUNGS, records)
+    multi = len(study.directions) > 1
+    if not multi:
+        for rung, score in enumerate(scores):
+            trial.report(score, step=rung_step(rung))
+    if state == TrialState.RUNNING:
+        return study.trials[trial.number]
+    if len(scores) == rungs:
+        study.tell(trial, [scores[-1], flops] if multi else scores[-1])
+    else:
+        study.tell(trial, state=TrialState.PRUNED)
+    return study.trials[trial.number]

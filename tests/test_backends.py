@@ -106,7 +106,7 @@ def jax_run(tmp_path_factory: pytest.TempPathFactory, mnist_npz: Path) -> JaxRun
     tuning = [sys.executable, "-m", "tuning.cli"]
     steps = [
         ["study", str(study), "--no-progress"],
-        ["export", str(study), "--out", str(export)],
+        ["export", str(study), "--out", str(export), "--formats", "saved_model,onnx,litert"],
         ["transfer", str(export / "model.keras"), "--data", str(letters), "--classes", CLASSES,
          "--trials", "1", "--folds", "2", "--out", str(transfer)],
         ["predict", str(transfer / "model.keras"), str(letters / "beta" / "beta_000.png")],
@@ -130,9 +130,11 @@ def test_under_jax_a_study_exports_transfers_and_predicts(jax_run: JaxRun) -> No
     assert isinstance(export_card, ExportCard)
     assert export_card.backend == "jax" and export_card.versions["backend"] == "jax"
     assert "jax" in export_card.versions and "tensorflow" not in export_card.versions
-    # TensorFlow is installed beside JAX here, so the SavedModel is written through jax2tf.
-    assert export_card.formats == ["keras", "saved_model"]
+    # TensorFlow is installed beside JAX here: a child process under it writes the other formats
+    # from model.keras, each checked here against the JAX model's probabilities.
+    assert export_card.formats == ["keras", "saved_model", "onnx", "litert"]
     assert (jax_run.export / "saved_model" / "saved_model.pb").is_file()
+    assert {"model.onnx", "model.tflite"} <= set(export_card.files)
     transfer_card = ModelCard.read(jax_run.transfer / "model.keras")
     assert isinstance(transfer_card, TransferCard)
     assert transfer_card.backend == "jax" and transfer_card.formats == ["keras"]

@@ -270,6 +270,22 @@ def test_overhead_quick(bench_out: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert not list(bench_out.rglob("*.db"))  # temporary files removed
 
 
+def test_cost_quick_sets_the_study_with_cost_beside_it_without(bench_out: Path) -> None:
+    from bench import cost
+
+    cost.run(quick=True)
+    result = _saved(bench_out, "cost")
+    on, off = result["runs"]["on"], result["runs"]["off"]
+    assert len(on) == len(off) == result["pairs"] == 1 and result["trials_per_run"] == 1
+    assert result["ratio_on_off"]["median"] == pytest.approx(on[0] / off[0], abs=1e-4)
+    # The objective's cost step ran, and was timed, in the run with cost on.
+    assert 0 < result["step_share"]["median"] < 1
+    assert result["model_cost_ms"]["seed network"]["model"].startswith(
+        "370,454 params, 22.9 MFLOP, "
+    )
+    assert not list(bench_out.rglob("*.db"))  # temporary files removed
+
+
 def _rung_study(tmp_path: Path) -> tuple[Path, str]:
     """A study file and a stored 3-rung study whose trials were made up, not trained.
 

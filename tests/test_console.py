@@ -70,6 +70,10 @@ BAD_INPUTS = {
         ["export", str(SMOKE), "--storage", "sqlite:///{tmp}/none.db"],
         "error: --storage: no study database at",
     ),
+    "front: no database": (
+        ["front", str(SMOKE), "--storage", "sqlite:///{tmp}/none.db"],
+        "error: no study database at {tmp}/none.db",
+    ),
     "predict: not a Keras model": (
         ["predict", "{broken}", "{broken}"],
         "error: {broken}: cannot load the model",

@@ -301,3 +301,37 @@ def test_browser_shows_trials_params_fold_accuracies_curves_and_artifact(
         page.screenshot(path=OUTPUT / "dashboard-note.png", full_page=True)
     finally:
         page.close()
+
+
+def test_browser_draws_a_pareto_front_without_the_trial_over_a_limit(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A study of two directions (CV accuracy, FLOPs), made without training: its Pareto front
+    in the dashboard holds the feasible non-dominated trials, never the baseline over a limit."""
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = optuna.create_study(
+        study_name="front", storage=storage, directions=["maximize", "minimize"]
+    )
+    study.set_metric_names(["CV accuracy", "flops"])
+    points = [(0.990, 22.9e6, 1.0), (0.985, 4.1e6, -0.1), (0.980, 5.0e6, -0.1),
+              (0.970, 0.14e6, -0.9), (0.975, 1.2e6, -0.7), (0.960, 2.0e6, -0.5)]  # fmt: skip
+    for accuracy, flops, constraint in points:
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.set_constraint("flops", constraint)
+        # The list form, the only one optuna-dashboard 0.21 reads (`tuning.study.trial_cost`).
+        study._storage.set_trial_system_attr(trial._trial_id, "constraints", [constraint])
+        study.tell(trial, [accuracy, flops])
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with dashboard(tmp_path, storage) as server:
+        _, body = get_json(server.url + f"api/studies/{study._study_id}?after=0")
+        assert sorted(t["number"] for t in body["best_trials"]) == [1, 3, 4]
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(30_000)
+        try:
+            page.goto(f"{server.url}dashboard/studies/{study._study_id}")
+            page.get_by_text("Pareto Front", exact=True).first.wait_for()
+            page.locator(".js-plotly-plot").first.wait_for()
+            page.screenshot(path=OUTPUT / "dashboard-pareto.png", full_page=True)
+        finally:
+            page.close()

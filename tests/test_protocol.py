@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tuning.errors import StudyMismatchError
-from tuning.protocol import Protocol, Rung
+from tuning.protocol import Objective, Protocol, Rung
 
 
 def test_a_protocol_is_stored_as_it_always_was_and_checked_key_by_key() -> None:
@@ -41,3 +41,41 @@ def test_a_protocol_of_another_version_is_refused_with_what_to_do() -> None:
     broken = {"protocol_version": 2, "rungs": "all", "max_epochs": 1, "seed": 42}
     with pytest.raises(StudyMismatchError, match="has a malformed protocol .'rungs' must be a"):
         Protocol.read(broken, study="study 's'", remedy="r")
+
+
+def protocol_with(objective: Objective | None) -> Protocol:
+    return Protocol(
+        rungs=(Rung(2000, 2),),
+        max_epochs=1,
+        seed=42,
+        objective=objective,
+        data_sha256="a",
+        space_fingerprint="f",
+    )
+
+
+def test_the_objective_is_stored_only_when_it_is_not_accuracy_alone_and_is_checked() -> None:
+    plain = protocol_with(None)
+    # A study stored before the objective existed has no such key: it reads as the default.
+    stored_before = plain.to_attr()
+    assert "objective" not in stored_before
+    assert Protocol.read(stored_before, study="s", remedy="r") == plain
+    same = protocol_with(Objective())
+    assert same == plain and "objective" not in same.to_attr()  # one form for the default
+    same.check(Protocol.read(stored_before, study="s", remedy="r"), study="s", remedy="r")
+
+    other = protocol_with(Objective(directions=("accuracy", "flops"), limits={"params": 20_000}))
+    assert other.to_attr()["objective"] == {
+        "directions": ["accuracy", "flops"],
+        "limits": {"params": 20_000},
+    }
+    assert Protocol.read(other.to_attr(), study="s", remedy="r") == other
+    with pytest.raises(StudyMismatchError) as info:
+        other.check(plain, study="study 'x'", remedy="give it a new name")
+    assert str(info.value) == (
+        "study 'x' was made to maximise accuracy, but this run asks to maximise accuracy and "
+        "minimise flops, with params <= 20,000; give it a new name"
+    )
+    with pytest.raises(StudyMismatchError, match="was made to maximise accuracy and minimise"):
+        plain.check(other, study="study 'x'", remedy="r")
+    plain.check(other, study="s", remedy="r", ignore=("objective",))

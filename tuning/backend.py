@@ -1,7 +1,8 @@
 """The Keras backend a process trains with, and the few things that differ between backends:
 which library versions decide what a trial computes, which GPUs it sees, how its CPU threads and
-GPU memory are set, how a small function is run fast on the host, and which formats an export
-can be written in. Everything else in tuning speaks `keras.ops`.
+GPU memory are set, and how a small function is run fast on the host. Everything else in
+tuning speaks `keras.ops`; an export's other formats are written by TensorFlow whatever the
+backend (`tuning.model.formats`).
 
 Keras picks the backend once per process, from `KERAS_BACKEND` (default: tensorflow); an
 unknown name fails `import keras` without saying the choices, so the entry points check it first
@@ -13,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import importlib.util
 import os
 from collections.abc import Callable
 from typing import Any
@@ -181,15 +181,6 @@ def steps_per_execution(wanted: int) -> int:
     """`wanted` batches per call into the training step, where the backend can (PyTorch's
     trainer takes one at a time)."""
     return 1 if name() == "torch" else wanted
-
-
-def writes_saved_model() -> bool:
-    """Whether `model.export(format="tf_saved_model")` can run here: under TensorFlow, or under
-    JAX with TensorFlow installed beside it (through jax2tf)."""
-    backend = name()
-    return backend == "tensorflow" or (
-        backend == "jax" and importlib.util.find_spec("tensorflow") is not None
-    )
 
 
 def peak_gpu_bytes() -> int | None:

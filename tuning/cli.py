@@ -185,6 +185,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             epoch_scale=args.epoch_scale,
             seeds=args.seeds,
             members=args.members,
+            formats=args.formats,
+            pick=args.pick,
             baseline=not args.no_baseline,
             log=progress.write,
             on_epoch=progress.on_epoch,
@@ -229,6 +231,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(json.dumps({"a": args.a, "b": args.b, **to_json(result)}, indent=2))
         return 0
     print(compare_summary(result, args.a, args.b))
+    return 0
+
+
+def cmd_front(args: argparse.Namespace) -> int:
+    """Print a study's accuracy-against-cost front and draw it as a PNG."""
+    from pathlib import Path
+
+    from tuning.study.config import load_spec
+    from tuning.study.front import describe_front, draw_front, load_front
+
+    spec = load_spec(args.study_file)
+    points, cost = load_front(spec, storage=args.storage, cost=args.cost)
+    if not points:
+        print(f"study '{spec.name}' has no trial with a cost at its top rung yet")
+        return 0
+    print("\n".join(describe_front(points, cost=cost)))
+    out = Path(args.out or f"storage/{spec.name}-front.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    on_front = sum(p.on_front for p in points)
+    title = f"{spec.name}: {on_front} trials on the front of {len(points)} at the top rung"
+    print(f"wrote {draw_front(points, out, cost=cost, title=title)}")
     return 0
 
 
@@ -346,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(add)
     _add_compare(add)
     _add_nested(add)
+    _add_front(add)
     _add_predict(add)
     _add_transfer(add)
     return parser
@@ -410,6 +434,20 @@ def _add_export(add: Callable[..., argparse.ArgumentParser]) -> None:
         "(default: [export] members)",
     )
     export.add_argument(
+        "--formats",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        metavar="A,B",
+        help="write the model as any of keras, saved_model, onnx, litert, each checked against "
+        "Keras (default: [export] formats); model.keras is always written",
+    )
+    export.add_argument(
+        "--pick",
+        metavar="RULE",
+        help='which trial to export: "best" (the most accurate feasible trial at the top rung) '
+        'or "fewest COST within X points" of it, COST one of params, flops, latency_ms '
+        "(default: [export] pick)",
+    )
+    export.add_argument(
         "--no-baseline",
         action="store_true",
         help="do not export the seed network first when no baseline export is stored",
@@ -440,6 +478,19 @@ def _add_nested(add: Callable[..., argparse.ArgumentParser]) -> None:
     nested.set_defaults(func=cmd_nested)
 
 
+def _add_front(add: Callable[..., argparse.ArgumentParser]) -> None:
+    front = add("front", help="a study's CV accuracy against cost: the Pareto front, as a PNG")
+    front.add_argument("study_file", help="the study's TOML file, e.g. studies/mnist_pareto.toml")
+    front.add_argument("--storage", help=STORAGE_HELP)
+    front.add_argument(
+        "--cost",
+        choices=("params", "flops", "latency_ms"),
+        help="the cost axis (default: the study's second direction, else its first limit)",
+    )
+    front.add_argument("--out", help="the PNG to write (default: storage/<study>-front.png)")
+    front.set_defaults(func=cmd_front)
+
+
 def _add_compare(add: Callable[..., argparse.ArgumentParser]) -> None:
     compare = add(
         "compare", help="two exports on the same test images: paired errors, McNemar, interval"
@@ -463,7 +514,9 @@ def _add_compare(add: Callable[..., argparse.ArgumentParser]) -> None:
 def _add_predict(add: Callable[..., argparse.ArgumentParser]) -> None:
     predict = add("predict", help="classify images with an exported model")
     predict.add_argument(
-        "model", metavar="MODEL.keras", help="e.g. storage/models/mnist_cnn/model.keras"
+        "model",
+        metavar="MODEL",
+        help="an exported .keras, .onnx or .tflite file, e.g. storage/models/mnist_cnn/model.keras",
     )
     predict.add_argument(
         "images",
@@ -534,6 +587,8 @@ FLAGS = {
     "epoch_scale": "--epoch-scale",
     "seeds": "--seeds",
     "members": "--members",
+    "formats": "--formats",
+    "pick": "--pick",
     "resamples": "--resamples",
     "classes": "--classes",
     "trials": "--trials",

@@ -3,12 +3,14 @@
 The dashboard app (`optuna_dashboard.wsgi`) is given the storage from `tuning.storage.open_storage`,
 so its SQLite connections wait out a busy study instead of failing (optuna-dashboard issue #545),
 and it is served by a threaded wsgiref server that can bind port 0 and report the port it got.
+Its "Best Trials" skip trials over an `[objective]` limit (`_feasible_fronts`), as Optuna does.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -63,6 +65,25 @@ def url_for(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
+def _feasible_fronts() -> None:
+    """optuna-dashboard 0.21 lists a study of two directions' "Best Trials" as the Pareto front of
+    every COMPLETE trial, reading no constraint: the seed network, scored over a limit as the
+    yardstick, would be listed. Its app's front function is wrapped, once, to leave out the
+    trials over a limit (those of one direction come from the storage, `tuning.storage`)."""
+    from optuna_dashboard import _app
+
+    front: Callable[..., list[Any]] | None = getattr(_app, "get_pareto_front_trials", None)
+    if front is None or getattr(front, "feasible_only", False):
+        return
+
+    def feasible_front(*, trials: Sequence[Any], directions: Sequence[Any]) -> list[Any]:
+        feasible = [t for t in trials if all(v <= 0 for v in t.constraints.values())]
+        return front(trials=feasible, directions=directions)
+
+    feasible_front.feasible_only = True  # type: ignore[attr-defined]
+    _app.get_pareto_front_trials = feasible_front
+
+
 class Dashboard:
     """A bound, not yet serving, optuna-dashboard server.
 
@@ -89,6 +110,7 @@ class Dashboard:
         self.storage_url = resolve_storage_url(storage)
         self.artifacts = artifact_dir(artifacts)
         self._storage = open_storage(self.storage_url)
+        _feasible_fronts()
         app = wsgi(self._storage, artifact_store=artifact_store(self.artifacts))
         server_class = _ThreadedServer6 if ":" in host else _ThreadedServer
         try:

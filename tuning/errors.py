@@ -67,3 +67,10 @@ class ModelError(TuningError, ValueError):
 
 class ImageError(TuningError, ValueError):
     """An image file is missing, unreadable, not an image, or holds no ink."""
+
+
+class ParityError(ExportError):
+    """A file written in a deployment format (ONNX, LiteRT, SavedModel) does not compute what the
+    Keras model computes: the export fails and publishes nothing."""
+
+    exit_status = 1

@@ -163,3 +163,46 @@ def prediction_grid(
         fontsize=10,
     )
     return _save(fig, path)
+
+
+def front_figure(
+    points: list[tuple[float, float, str]],
+    front: list[tuple[float, float, str]],
+    path: Path,
+    *,
+    cost_label: str,
+    marked: tuple[float, float, str] | None,
+    title: str,
+) -> Path:
+    """Accuracy against cost: every scored trial `(cost, accuracy, label)` as a grey dot, the
+    non-dominated ones joined as a step line and labelled, and `marked` (the seed network) as a
+    star. Cost is on a log axis, as networks span orders of magnitude."""
+    fig = Figure(figsize=(7.5, 4.6))
+    ax = fig.subplots()
+    if points:
+        ax.scatter(
+            [p[0] for p in points], [p[1] for p in points], color="0.7", s=18, label="trials"
+        )
+    ordered = sorted(front)
+    if ordered:
+        ax.step(
+            [p[0] for p in ordered],
+            [p[1] for p in ordered],
+            where="post",
+            color="C0",
+            marker="o",
+            label=f"Pareto front ({len(ordered)} trials)",
+        )
+        for cost, accuracy, label in ordered:
+            ax.annotate(label, (cost, accuracy), textcoords="offset points", xytext=(4, -10),
+                        fontsize=7)  # fmt: skip
+    if marked is not None:
+        ax.scatter([marked[0]], [marked[1]], marker="*", s=220, color="C3", zorder=4,
+                   label=marked[2])  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel(cost_label)
+    ax.set_ylabel("CV accuracy at the top rung")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title)
+    return _save(fig, path)

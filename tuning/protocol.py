@@ -49,14 +49,47 @@ class Rung:
         return f"{folds} CV on {images} images, epochs x {self.epoch_scale:g}"
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What a study optimises: its `directions`, CV accuracy (maximised) and optionally one
+    cost (minimised: the study's result is then a Pareto front), and the `limits` a network's
+    costs must meet (a network over one is infeasible). Cost names are
+    `tuning.records.COST_NAMES`; the study file's `[objective]` table is checked against them."""
+
+    directions: tuple[str, ...] = ("accuracy",)
+    limits: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cost(self) -> str | None:
+        """The cost minimised beside accuracy, or None for accuracy alone."""
+        return self.directions[1] if len(self.directions) > 1 else None
+
+    def describe(self) -> str:
+        """'maximise accuracy', 'maximise accuracy and minimise flops, with params <= 5,000'."""
+        aim = "maximise accuracy" + (f" and minimise {self.cost}" if self.cost else "")
+        if not self.limits:
+            return aim
+        return f"{aim}, with " + " and ".join(
+            f"{name} <= {format_limit(value)}" for name, value in self.limits.items()
+        )
+
+
+DEFAULT_OBJECTIVE = Objective()
+
+
+def format_limit(value: float) -> str:
+    """A limit as a study file would write it: '4,551,363', '0.5'."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Protocol:
     """What every trial's score depends on. A study stores it when it is created; a run resumes
     the study only with the same protocol, and export rebuilds trials only under it.
 
     `precision` and `backend` default to what studies stored before the keys existed used;
-    `hypermodel` and
-    `class_names` are stored only when set, so that MNIST studies keep their stored form."""
+    `hypermodel`, `class_names` and `objective` are stored only when set (`objective`: when it
+    is not the default, accuracy alone), so that studies stored before them keep their form."""
 
     protocol_version: int = PROTOCOL_VERSION
     rungs: tuple[Rung, ...]
@@ -66,8 +99,18 @@ class Protocol:
     backend: str = "tensorflow"  # the Keras backend; studies stored before the key used this
     hypermodel: str | None = field(default=None, metadata=OMIT_NONE)
     class_names: tuple[str, ...] | None = field(default=None, metadata=OMIT_NONE)
+    objective: Objective | None = field(default=None, metadata=OMIT_NONE)  # None: the default
     data_sha256: str
     space_fingerprint: str
+
+    def __post_init__(self) -> None:
+        if self.objective == DEFAULT_OBJECTIVE:  # one stored form for the default
+            object.__setattr__(self, "objective", None)
+
+    @property
+    def aim(self) -> Objective:
+        """The study's objective (the default, accuracy alone, where none is stored)."""
+        return self.objective or DEFAULT_OBJECTIVE
 
     def to_attr(self) -> dict[str, Any]:
         """The protocol as the study's `protocol` user attribute stores it."""
@@ -108,10 +151,21 @@ class Protocol:
 
         Raises:
             StudyMismatchError: one line naming `study`, the first key that differs, the stored
-                and the expected values, and `remedy` (what to do).
+                and the expected values (the objectives in words), and `remedy` (what to do).
         """
+        checked = "objective" not in ignore and (only is None or "objective" in only)
+        if checked and stored.aim != self.aim:
+            raise StudyMismatchError(
+                f"{study} was made to {stored.aim.describe()}, but this run asks to "
+                f"{self.aim.describe()}; {remedy}"
+            )
         check_fields(
-            stored.to_attr(), self.to_attr(), study=study, remedy=remedy, ignore=ignore, only=only
+            stored.to_attr(),
+            self.to_attr(),
+            study=study,
+            remedy=remedy,
+            ignore=(*ignore, "objective"),
+            only=only,
         )
 
 

@@ -37,7 +37,13 @@ class TrialKey(StrEnum):
     FOLD_ACCURACIES = "fold_accuracies"  # of the last rung finished
     CV_STD = "cv_std"  # of those folds
     CV_ACCURACY = "cv_accuracy"  # a transfer trial's nested-CV accuracy
-    PARAM_COUNT = "param_count"
+    PARAM_COUNT = "param_count"  # the network's cost in parameters, counted before training
+    FLOPS = "flops"  # forward FLOPs per image; absent when some layer's count is unknown
+    FLOPS_UNKNOWN = "flops_unknown"  # the layers without a FLOP count, when there are any
+    LATENCY_MS = "latency_ms"  # CPU inference milliseconds per image at batch 1 (a median)
+    LATENCY_B256_MS = "latency_b256_ms"  # the same per image at batch 256
+    LATENCY_THREADS = "latency_threads"  # the CPU threads both were measured on
+    INFEASIBLE = "infeasible"  # the [objective] limits the network broke, in one line
     TRAIN_SECONDS = "train_seconds"
     TRIAL_SECONDS = "trial_seconds"
     FAIL_REASON = "fail_reason"  # why a FAILED trial failed, in one line
@@ -45,6 +51,91 @@ class TrialKey(StrEnum):
     BASELINE = "baseline"  # the seed network (or default transfer): never pruned, the yardstick
     ENQUEUED_FROM = "enqueued_from"  # a [[study.enqueue]] starting point: the study file
     FOLD_HISTORIES = "fold_histories"  # per-epoch curves, before they became artifacts
+
+
+# What a study file may limit or minimise (`[objective]`); latency_ms: batch-1 ms per image.
+COST_NAMES = ("params", "flops", "latency_ms")
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Inference time per image in milliseconds, at batch 1 and at batch 256 (the call's time /
+    256): medians of `repeats` and `batch256_repeats` timed calls after a warm-up, their
+    interquartile ranges, on `threads` CPU threads (`tuning.model.cost.measure_latency`)."""
+
+    batch1_ms: float
+    batch256_ms: float
+    threads: int
+    repeats: int
+    batch256_repeats: int
+    batch1_iqr_ms: float
+    batch256_iqr_ms: float
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """What a built model costs: its parameters, forward FLOPs per image (None: some layers'
+    cost is unknown, named in `unknown_layers`) and, if measured, its latency. Counted by
+    `tuning.model.cost.model_cost`."""
+
+    params: int
+    flops: int | None
+    unknown_layers: tuple[str, ...] = ()
+    latency: Latency | None = field(default=None, metadata=OMIT_NONE)
+
+    def value(self, name: str) -> float | None:
+        """The cost called `name` (one of `COST_NAMES`); None where it is unknown.
+
+        Raises:
+            ValueError: `name` is not a cost name.
+        """
+        if name == "params":
+            return float(self.params)
+        if name == "flops":
+            return None if self.flops is None else float(self.flops)
+        if name == "latency_ms":
+            return None if self.latency is None else self.latency.batch1_ms
+        raise ValueError(
+            f"unknown cost name; expected one of: {', '.join(COST_NAMES)}. Received: {name!r}"
+        )
+
+    def describe(self) -> str:
+        """One line: '370,454 params, 22.9 MFLOP, 1.2 ms/img at batch 1'."""
+        flops = (
+            format_flops(self.flops)
+            if self.flops is not None
+            else f"FLOPs unknown ({', '.join(self.unknown_layers)})"
+        )
+        parts = [f"{self.params:,} params", flops]
+        if self.latency is not None:
+            parts.append(f"{format_ms(self.latency.batch1_ms)} ms/img at batch 1")
+        return ", ".join(parts)
+
+
+def format_flops(flops: float) -> str:
+    """'22.8 MFLOP', '3.4 kFLOP', '1.2 GFLOP', '950 FLOP'."""
+    for scale, unit in ((1e9, "GFLOP"), (1e6, "MFLOP"), (1e3, "kFLOP")):
+        if flops >= scale:
+            return f"{flops / scale:.1f} {unit}"
+    return f"{flops:.0f} FLOP"
+
+
+def format_ms(ms: float) -> str:
+    """Milliseconds to two significant digits, never in exponent form: '0.35', '1.2', '56'."""
+    return f"{ms:.0f}" if ms >= 10 else f"{ms:.2g}"
+
+
+@dataclass(frozen=True)
+class FormatCheck:
+    """One deployment format written by an export, checked against the Keras model on the test
+    images: its file, its latency, the largest absolute difference of probabilities and its own
+    test errors (None: not checked, e.g. no test split)."""
+
+    format: str
+    file: str
+    latency: Latency
+    max_abs_diff: float | None
+    test_errors: int | None
 
 
 @dataclass(frozen=True)
@@ -64,6 +155,8 @@ class ExportRecord:
     member_errors: list[int] | None = field(default=None, metadata=OMIT_NONE)
     versus: str | None = field(default=None, metadata=OMIT_NONE)  # paired, against the baseline
     tuning_gain: str | None = field(default=None, metadata=OMIT_NONE)  # seeds against seeds
+    cost: ModelCost | None = field(default=None, metadata=OMIT_NONE)  # of the shipped model
+    formats: list[FormatCheck] | None = field(default=None, metadata=OMIT_NONE)  # its files
 
     def to_attr(self) -> dict[str, Any]:
         return dict(to_json(self))

@@ -14,7 +14,8 @@ import sqlalchemy
 import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._rdb.models import TrialModel
-from optuna.trial import TrialState
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from tuning.errors import StorageError
@@ -131,7 +132,23 @@ class ClaimSafeRDBStorage(RDBStorage):
 
 
 class WorkerStorage(Reconnecting, ClaimSafeRDBStorage):
-    """The storage every command opens: atomic claims, and calls that ride out a lost database."""
+    """The storage every command opens: atomic claims, calls that ride out a lost database, and
+    a best trial within the study's limits."""
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        """The best COMPLETE trial among those that meet every Optuna constraint (the study
+        file's `[objective] limits`), if any does. `Study.best_trial` skips infeasible trials by
+        itself, but optuna-dashboard 0.21 shows this method's answer as the "Best Trial": the
+        seed network, scored over a limit as the yardstick, would be shown as the best."""
+        best = super().get_best_trial(study_id)
+        if all(v <= 0 for v in best.constraints.values()):
+            return best
+        trials = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        feasible = [t for t in trials if all(v <= 0 for v in t.constraints.values())]
+        if not feasible:
+            return best
+        sign = 1 if self.get_study_directions(study_id)[0] == StudyDirection.MAXIMIZE else -1
+        return max(feasible, key=lambda t: (sign * t.values[0], -t.number))
 
 
 def _create_rdb_storage(url: str, engine_kwargs: dict[str, object], beat: int) -> WorkerStorage:
@@ -201,6 +218,15 @@ def open_storage(url: str | None = None, *, reconnect: Reconnect | None = None) 
         raise StorageError(f"cannot open storage {redact(url)!r}: {_reason(exc, url)}") from None
     storage.start_reconnecting(redact(url), reconnect or Reconnect())
     return storage
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file a `sqlite:///` URL names, if it does not exist (opening it would create an
+    empty database: commands that only read a study say so instead)."""
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        return None
+    database = Path(url.removeprefix("sqlite:///"))
+    return None if database.is_file() else database
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:

@@ -3,11 +3,13 @@ each read from its typed record (the CLI prints them; tests read them)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuning.console import duration
 from tuning.model.compare import PairedComparison, format_p
+from tuning.model.tradeoff import describe_formats
 
 if TYPE_CHECKING:
     from tuning.export.estimate import ExportEstimate
@@ -23,14 +25,16 @@ def export_summary(
     took: float | None = None,
 ) -> str:
     """What `tuning export` prints at the end: the trial, its CV and test scores, its members,
-    the paired comparison with the baseline, and the time it was `estimate`d to take beside the
-    seconds it `took`."""
+    the paired comparison with the baseline, what the model costs to run beside the baseline
+    (with the verdict at the study's margin), and the time it was `estimate`d to take beside
+    the seconds it `took`."""
     lines = [
         f"Exported trial #{card.trial} of study {card.study} to {out_dir}/",
         _scores_line(card),
         f"  Keras backend {card.backend}{_where(card)}; formats: {', '.join(card.formats)}",
         *_ensemble_lines(card),
         *_baseline_lines(card),
+        *_cost_lines(card),
         *_time_lines(estimate, took),
         f"  Try: tuning predict {out_dir / 'model.keras'} IMAGE.png",
     ]
@@ -89,6 +93,22 @@ def _baseline_lines(card: ExportCard) -> list[str]:
         ]
     if baseline.seeds_compared:
         lines.append(f"  Did tuning help? {baseline.seeds_compared.sentence()}")
+    return lines
+
+
+def _cost_lines(card: ExportCard) -> list[str]:
+    """'Cost: 75,118 params, 4.6 MFLOP; keras 0.42, onnx 0.15 ms/img at batch 1 (CPU: ...)'
+    and the sentence against the baseline's cost, with the verdict."""
+    cost = card.cost
+    if cost is None or cost.model is None:
+        return []
+    line = f"  Cost: {dataclasses.replace(cost.model, latency=None).describe()}"
+    if cost.formats:
+        line += f"; {describe_formats(cost.formats)}"
+    lines = [line + (f" ({cost.machine})" if cost.machine else "")]
+    if cost.versus:
+        verdict = f": {cost.verdict}" if cost.verdict else ""
+        lines.append(f"  Against the baseline network's cost: {cost.versus}{verdict}")
     return lines
 
 

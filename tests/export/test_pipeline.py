@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,20 @@ from tuning.images.mnist import file_sha256
 from tuning.images.preprocess import prepare_image
 from tuning.model.card import ExportCard, ModelCard
 from tuning.model.compare import mean_difference, paired_comparison
+from tuning.model.cost import count_flops
 from tuning.model.ensemble import ensemble_members
 from tuning.model.file import load_model_file
+from tuning.model.formats import FILES, FORMATS, PARITY_TOLERANCE
 from tuning.model.predictions import TestPredictions
+from tuning.model.runners import load_runner, run_in_batches
+from tuning.model.tradeoff import tradeoff_sentence, verdict
 from tuning.records import StudyKey
 from tuning.study.config import ExportSettings, load_spec
 from tuning.study.create import open_study
 from tuning.study.space import CNNHyperModel
 from tuning.summaries import export_summary
 from tuning.training import recipe as recipes
+from tuning.typed_json import to_json
 
 
 def _hidden(folder: Path) -> list[str]:
@@ -77,8 +83,8 @@ def fastest_trial_but_the_baseline(storage: str) -> int:
 
 @pytest.fixture(scope="module")
 def exported(smoke_run: SmokeRun, tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    """A trial of a copy of the session's smoke study exported with two seeds: the seed-network
-    baseline (trial 0) is exported first, with two seeds too, beside it."""
+    """A trial of a copy of the session's smoke study exported with two seeds in every format:
+    the seed-network baseline (trial 0) is exported first, the same way, beside it."""
     root = tmp_path_factory.mktemp("export")
     storage = copy_study(smoke_run.storage, root)
     trial = fastest_trial_but_the_baseline(storage)
@@ -90,6 +96,7 @@ def exported(smoke_run: SmokeRun, tmp_path_factory: pytest.TempPathFactory) -> E
         out=root / "models" / "smoke",
         trial=trial,
         seeds=2,
+        formats=FORMATS,
         artifacts=root / "artifacts",
     )
     return Exported(trial, storage, smoke_run.data, result.out_dir, root / "artifacts", result)
@@ -97,7 +104,7 @@ def exported(smoke_run: SmokeRun, tmp_path_factory: pytest.TempPathFactory) -> E
 
 def test_export_writes_model_savedmodel_card_plots_and_config(exported: Exported) -> None:
     names = {p.name for p in exported.out.iterdir()}
-    assert {"model.keras", "saved_model", "model_card.json", "config.json", *PLOTS} <= names
+    assert {"model_card.json", "config.json", *PLOTS, *FILES.values()} <= names
     assert "test_predictions.npz" in names
     assert sorted(names) == exported.card.files  # the card lists exactly what is there
     assert _hidden(exported.out.parent) == [".smoke.members"]  # no staging; the members stay
@@ -105,11 +112,13 @@ def test_export_writes_model_savedmodel_card_plots_and_config(exported: Exported
         assert (exported.out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((exported.out / "config.json").read_text())
     assert config["study"]["name"] == "smoke"
-    defaults = {"epoch_scale": 1, "seeds": 1, "members": "seeds"}
-    assert config["study"]["export"] == dataclasses.asdict(ExportSettings(seeds=2))
-    assert config["study"]["export"] == {**defaults, "seeds": 2}
+    defaults = {"epoch_scale": 1, "seeds": 1, "members": "seeds", "margin": 10, "pick": "best"}
+    settings = ExportSettings(seeds=2, formats=FORMATS)
+    assert config["study"]["export"] == to_json(settings)
+    assert config["study"]["export"] == {**defaults, "seeds": 2, "formats": list(FORMATS)}
     assert config["command"]["trial"] == exported.trial
     assert config["command"]["seeds_override"] == 2
+    assert config["command"]["formats_override"] == list(FORMATS)
 
 
 def test_the_card_on_disk_is_the_card_returned(exported: Exported) -> None:
@@ -141,7 +150,7 @@ def test_card_describes_the_trial_its_recipe_and_the_files(exported: Exported) -
     assert card.training.images == 2000
     assert {"tensorflow", "keras", "optuna"} <= set(card.versions)
     assert card.backend == card.versions["backend"] == "tensorflow"
-    assert card.formats == ["keras", "saved_model"] and "saved_model" in card.files
+    assert card.formats == list(FORMATS) and set(FILES.values()) <= set(card.files)
     assert card.training.device == card.versions["device"] == detect().describe()
     assert card.test is not None
     assert study.user_attrs["export"]["test_accuracy"] == card.test.accuracy
@@ -218,7 +227,7 @@ def test_the_summary_says_how_the_winner_did_beside_the_baseline(exported: Expor
     assert f"test accuracy {card.test.accuracy:.4f} ({card.test.errors} errors in 500)" in lines[1]
     assert card.ensemble is not None and card.baseline.paired and card.baseline.seeds_compared
     assert lines[2] == (
-        f"  Keras backend tensorflow on {detect().describe()}; formats: keras, saved_model"
+        f"  Keras backend tensorflow on {detect().describe()}; formats: {', '.join(FORMATS)}"
     )
     alone = ", ".join(str(s.errors) for s in card.ensemble.scores)
     assert lines[3].startswith(f"  An ensemble of 2 seeds; alone they make {alone} errors")
@@ -226,6 +235,34 @@ def test_the_summary_says_how_the_winner_did_beside_the_baseline(exported: Expor
         f"  Against the baseline (trial #0, one network): {card.baseline.paired.sentence()}"
     )
     assert lines[5] == f"  Did tuning help? {card.baseline.seeds_compared.sentence()}"
+
+
+def test_the_card_names_the_cost_of_what_it_ships_beside_the_baseline(exported: Exported) -> None:
+    card, cost = exported.card, exported.card.cost
+    baseline = ModelCard.read(exported.out.with_name("smoke-trial0") / "model.keras")
+    assert isinstance(baseline, ExportCard) and baseline.cost and baseline.cost.model
+    assert cost is not None and cost.model is not None and card.baseline is not None
+    assert cost.machine == detect().describe()
+    # Counted from the shipped ensemble: its two members and their mean (2 x 10 outputs).
+    model = load_model_file(exported.out / "model.keras")
+    flops = [count_flops(member)[0] or 0 for member in ensemble_members(model)]
+    assert cost.model.params == card.param_count == model.count_params()
+    assert cost.model.flops == sum(flops) + 2 * 10 and len(flops) == 2
+    assert baseline.cost.model.flops == 2 * 22_896_588 + 2 * 10  # two seed networks
+    assert cost.model.latency == cost.formats[0].latency  # the Keras file's
+    # The baseline's card sets nothing beside itself; the winner's sets the baseline's cost,
+    # as the study recorded it, beside its own, with the verdict at the default margin.
+    assert (baseline.cost.baseline, baseline.cost.versus, baseline.cost.verdict) == (None,) * 3
+    assert cost.baseline == baseline.cost.model and card.baseline.cost is None
+    paired = card.baseline.paired
+    assert paired is not None and cost.versus == tradeoff_sentence(
+        cost.model, cost.baseline, paired
+    )
+    assert (cost.margin, cost.verdict) == (10, verdict(paired, 10))
+    study = optuna.load_study(study_name="smoke", storage=exported.storage)
+    assert study.user_attrs[StudyKey.EXPORTS]["0"]["cost"] == to_json(baseline.cost.model)
+    lines = export_summary(card, exported.out).splitlines()
+    assert f"  Against the baseline network's cost: {cost.versus}: {cost.verdict}" in lines
 
 
 def test_exporting_the_trial_again_trains_nothing_it_has_kept(
@@ -279,6 +316,53 @@ def test_card_test_accuracy_equals_a_fresh_evaluation(exported: Exported) -> Non
     assert exported.card.test.errors == round((1 - accuracy) * len(y))
     # Augmentation lives in the input pipeline: the served model has no random layers.
     assert not [layer for layer in model.layers if type(layer).__name__.startswith("Random")]
+
+
+def test_each_format_is_checked_on_the_test_images_and_timed_on_the_card(
+    exported: Exported,
+) -> None:
+    card = exported.card
+    assert card.cost is not None and card.test is not None
+    checks = card.cost.formats
+    assert [c.format for c in checks] == list(FORMATS)
+    assert [c.file for c in checks] == [FILES[f] for f in FORMATS]
+    assert [c.test_errors for c in checks] == [card.test.errors] * len(FORMATS)
+    assert checks[0].max_abs_diff is None  # the Keras model is the reference
+    assert all(
+        c.max_abs_diff is not None and c.max_abs_diff <= PARITY_TOLERANCE for c in checks[1:]
+    )
+    assert all(c.latency.batch1_ms > 0 and c.latency.batch256_ms > 0 for c in checks)
+    # The published files are the ones checked: the ONNX file makes the card's test errors.
+    with np.load(exported.data) as data:
+        x, y = data["x_test"][..., None], data["y_test"]
+    probs = run_in_batches(load_runner(exported.out / FILES["onnx"]), x)
+    assert int(np.sum(probs.argmax(axis=1) != y)) == card.test.errors
+
+
+def test_a_format_whose_extra_is_missing_is_refused_before_training(
+    exported: Exported,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Asked for by the flag or by the study file, in one line naming the install."""
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: import refused
+    monkeypatch.setattr(recipes, "train", lambda *a, **k: pytest.fail("trained anyway"))
+    common = ["--storage", exported.storage, "--data", str(exported.data)]
+    out = ["--out", str(tmp_path / "m")]
+    assert main(["export", str(SMOKE), *common, *out, "--formats", "onnx"]) == 2
+    needs = "writing onnx needs onnxruntime, not installed here; install with "
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --formats: {needs}pip install 'tuning[onnx]'. Received: formats=['onnx']"
+    ]
+    study = tmp_path / "smoke.toml"
+    study.write_text(SMOKE.read_text() + '\n[export]\nformats = ["keras", "onnx"]\n')
+    assert main(["export", str(study), *common, *out]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {study}: 'export.formats': {needs}pip install 'tuning[onnx]'. "
+        "Received: formats=['keras', 'onnx']"
+    ]
+    assert not (tmp_path / "m").exists()
 
 
 def test_savedmodel_serves_the_same_probabilities(exported: Exported) -> None:
@@ -428,6 +512,8 @@ def test_unwritable_output_is_refused_before_training(
         ("--seeds", "51", "--seeds: must be an integer in [1, 50]. Received: seeds=51"),
         ("--epoch-scale", "25", "--epoch-scale: must be a number in (0, 20]. Received: "
          "epoch_scale=25.0"),
+        ("--formats", "keras,onyx", "--formats: 'onyx' is not a format; expected any of: keras, "
+         "saved_model, onnx, litert. Received: formats=['keras', 'onyx']"),
     ],
 )  # fmt: skip
 def test_bad_export_options_are_one_line_naming_the_flag_before_training(

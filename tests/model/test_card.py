@@ -17,6 +17,7 @@ from tuning.model.card import (
     TrainingRecord,
     TransferCard,
 )
+from tuning.model.tradeoff import CostSection, TrainingCost
 from tuning.training.recipe import Recipe
 
 # A card as `tuning export` wrote it before cards were typed (card version 2: no `kind`, the
@@ -154,6 +155,16 @@ def test_cards_written_before_the_typed_records_still_read(tmp_path: Path) -> No
     assert card.cv is not None and card.cv.interval.low == 0.875
     assert card.base is not None and card.base.test_accuracy == 0.9965
     assert ModelCard.read(tmp_path / "elsewhere" / "model.keras") is None  # no card there
+
+
+def test_a_version_6_card_keeps_its_training_cost_in_the_cost_section(tmp_path: Path) -> None:
+    training = {"networks": 4, "estimated_seconds": 900.0, "seconds": 870.5, "measured_by": "m"}
+    card = ModelCard.read(write_card(tmp_path, {"card_version": 6, "cost": training}))
+    assert isinstance(card, ExportCard) and card.card_version == 6
+    assert card.cost == CostSection(training=TrainingCost(4, 900.0, 870.5, "m"))
+    assert card.cost.model is None and card.cost.verdict is None  # not measured back then
+    written = card.to_dict()
+    assert written["cost"] == {"training": training, "formats": []}
 
 
 def test_a_hand_written_card_with_only_class_names_reads(tmp_path: Path) -> None:

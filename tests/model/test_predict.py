@@ -145,3 +145,53 @@ def test_an_unsafe_model_is_refused_by_predict(
     assert (
         err.startswith("error: ") and "unsafe deserialization" in err and len(err.splitlines()) == 1
     )
+
+
+@pytest.fixture(scope="module")
+def deployed(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The saved digit model with Greek labels on its card, also as model.onnx and model.tflite
+    beside it, as an export writes them."""
+    from tuning.model.file import load_model_file
+    from tuning.model.formats import write_formats
+
+    folder = tmp_path_factory.mktemp("deployed")
+    (folder / "model.keras").write_bytes((model_dir / "model.keras").read_bytes())
+    names = [chr(0x3B1 + i) for i in range(10)]  # Greek small letters alpha, beta, ...
+    (folder / CARD_FILE).write_text(json.dumps({"class_names": names}), encoding="utf-8")
+    write_formats(load_model_file(folder / "model.keras"), folder, ("keras", "onnx", "litert"))
+    return folder
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.tflite"])
+def test_onnx_and_litert_files_predict_what_the_keras_file_does_with_the_card_beside_them(
+    deployed: Path,
+    digits: tuple[np.ndarray, np.ndarray],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+) -> None:
+    images = []
+    for i in range(3):
+        images.append(tmp_path / f"d{i}.png")
+        render(digits[0][i], dark_on_light=i == 1, offset=(20, 30), mode="L").save(images[-1])
+    expected = predict_images(deployed / "model.keras", images)
+    got = predict_images(deployed / name, images)
+    assert [p.label for p in got] == [p.label for p in expected]
+    assert got[0].label in [chr(0x3B1 + i) for i in range(10)]  # the card's names
+    assert [p.probability for p in got] == pytest.approx(
+        [p.probability for p in expected], abs=1e-5
+    )
+    assert main(["predict", str(deployed / name), str(images[0])]) == 0
+    assert capsys.readouterr().out.split()[1] == expected[0].label
+
+
+def test_an_onnx_file_that_is_no_onnx_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = tmp_path / "model.onnx"
+    fake.write_text("<html>a page saved by mistake</html>")
+    image = tmp_path / "x.png"
+    Image.new("L", (40, 40), 255).save(image)
+    assert main(["predict", str(fake), str(image)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {fake}: not an ONNX model that ONNX Runtime can load (")

@@ -8,6 +8,7 @@ from tests.helpers import DEFAULT_STUDY, SMOKE
 from tuning.errors import ConfigError
 from tuning.protocol import Rung
 from tuning.study.config import ExportSettings, load_spec
+from tuning.study.objective_config import PICK_EXPECTED, PickRule
 from tuning.typed_json import field_problem
 
 
@@ -33,7 +34,7 @@ def test_defaults_fill_in_and_name_is_the_file_stem(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, "[fidelity]\nsubset = 1000\n"))
     assert spec.name == "study"
     assert spec.fidelity.folds == 5  # the documented default k
-    assert spec.search.sampler == "tpe" and spec.search.pruner == "successive_halving"
+    assert spec.search.sampler == "tpe" and spec.pruner == "successive_halving"
     assert spec.to_dict()["fidelity"] == {
         "subset": 1000,
         "folds": 5,
@@ -137,6 +138,43 @@ def test_rungs_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
             "'fidelity.rungs[0].run_folds' must be an integer in 1..20. Received: 0",
         ),
         ("[fidelity\nfolds = 3\n", "not valid TOML"),
+        (
+            "[objective]\nlimits = { flopz = 1000 }\n",
+            "'objective.limits.flopz' is not a cost; expected one of params, flops, latency_ms",
+        ),
+        (
+            "[objective]\nlimits = { flops = 0 }\n",
+            "'objective.limits.flops' must be a number > 0. Received: 0",
+        ),
+        (
+            "[objective]\nlimits = { params = -5.5 }\n",
+            "'objective.limits.params' must be a number > 0. Received: -5.5",
+        ),
+        ("[objective]\nlimits = { flops = true }\n", "'objective.limits.flops' must be a number"),
+        (
+            "[objective]\ndirections = ['flops', 'accuracy']\n",
+            '\'objective.directions\' must be ["accuracy"] or ["accuracy", "<cost>"] with '
+            "<cost> one of params, flops, latency_ms. Received: ['flops', 'accuracy']",
+        ),
+        (
+            "[objective]\ndirections = ['accuracy', 'flops', 'params']\n",
+            "'objective.directions' must be [\"accuracy\"] or",
+        ),
+        ("[objective]\ndirections = ['accuracy', 'flopz']\n", "Received: ['accuracy', 'flopz']"),
+        ("[objective]\ndirections = []\n", "'objective.directions' must be"),
+        (
+            "[objective]\ndirections = ['accuracy', 'flops']\n[search]\npruner = 'median'\n",
+            "'search.pruner' cannot be used with two directions (Optuna's pruners do not work "
+            'with two objectives; leave it out for the dominance stop, or give "none"). '
+            "Received: pruner='median', directions=['accuracy', 'flops']",
+        ),
+        ("[objective]\ngive_up_after = 0\n", "'objective.give_up_after' must be an integer >= 1"),
+        ("[objective]\nlimit = { flops = 5 }\n", "unknown key 'objective.limit'"),
+        (
+            "[export]\npick = 'fewest flopz within 0.1 points'\n",
+            '\'export.pick\' must be "best" or "fewest <cost> within <x> points" with <cost> '
+            "one of params, flops, latency_ms. Received: 'fewest flopz within 0.1 points'",
+        ),
     ],
 )
 def test_bad_study_files_get_one_line_errors_naming_file_and_field(
@@ -148,6 +186,56 @@ def test_bad_study_files_get_one_line_errors_naming_file_and_field(
     message = str(info.value)
     assert message.startswith(str(path)) and "\n" not in message
     assert expected in message
+
+
+def test_the_objective_defaults_to_accuracy_and_reads_limits_and_directions(
+    tmp_path: Path,
+) -> None:
+    plain = load_spec(write(tmp_path, ""))
+    assert plain.objective.directions == ("accuracy",) and plain.objective.limits == {}
+    assert plain.objective.give_up_after == 50 and plain.export.pick == "best"
+    assert plain.pruner == "successive_halving"
+    protocol = plain.protocol(
+        precision="float32", backend="tensorflow", data_sha256="a", space_fingerprint="f"
+    )
+    assert "objective" not in protocol.to_attr()  # stored as studies were before it existed
+    text = (
+        "[objective]\ndirections = ['accuracy', 'flops']\nlimits = { params = 20_000 }\n"
+        "give_up_after = 7\n[export]\npick = 'fewest  flops within .5 points'\n"
+    )
+    pareto = load_spec(write(tmp_path, text))
+    assert pareto.objective.limits == {"params": 20_000.0} and pareto.objective.give_up_after == 7
+    assert pareto.pruner == "dominance"  # Optuna's pruners do not work with two directions
+    stored = pareto.protocol(
+        precision="float32", backend="tensorflow", data_sha256="a", space_fingerprint="f"
+    ).to_attr()["objective"]
+    assert stored == {"directions": ["accuracy", "flops"], "limits": {"params": 20_000.0}}
+    assert PickRule.parse(pareto.export.pick) == PickRule(cost="flops", within_points=0.5)
+    none = load_spec(write(tmp_path, text + "[search]\npruner = 'none'\n"))
+    assert none.pruner == "none"  # every trial climbs every rung
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("best", PickRule()),
+        ("fewest flops within 0.1 points", PickRule("flops", 0.1)),
+        ("fewest params within 1 point", PickRule("params", 1.0)),
+        (" fewest  latency_ms within 2. points ", PickRule("latency_ms", 2.0)),
+    ],
+)
+def test_pick_rules_parse_by_their_small_grammar(text: str, rule: PickRule) -> None:
+    assert PickRule.parse(text) == rule
+    assert PickRule.parse(rule.describe()) == rule
+
+
+@pytest.mark.parametrize(
+    "text", ["", "fewest", "fewest flops", "fewest flops within -1 points", "cheapest", "Best"]
+)
+def test_a_bad_pick_rule_says_what_a_rule_is(text: str) -> None:
+    with pytest.raises(ValueError, match='must be "best" or "fewest <cost> within <x> points"'):
+        PickRule.parse(text)
+    assert field_problem(ExportSettings, "pick", text) == PICK_EXPECTED
 
 
 def test_enqueued_starting_points_are_read_in_order(tmp_path: Path) -> None:

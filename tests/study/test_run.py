@@ -74,7 +74,7 @@ def test_enqueued_starting_points_follow_the_baseline_with_seed_values_filled_in
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({"filters_0": 40}, "'filters_0' must be one of 16, 32, 48, 64, 96, 128. Received: 40"),
+        ({"filters_0": 40}, "'filters_0' must be one of 8, 16, 32, 48, 64, 96, 128. Received: 40"),
         ({"filter_0": 32}, "'filter_0' is not a hyperparameter of the space; expected one of: "),
         ({"epochs": 99}, "'epochs' must be a number in 1..1. Received: 99"),
         ({"batch_norm": 1}, "'batch_norm' must be true or false. Received: 1"),

@@ -6,11 +6,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.helpers import add_rung_trial
+from tests.helpers import add_costed_trial, add_rung_trial
 from tuning.study.rungs import (
     best_at_highest_rung,
+    dominated_by,
     highest_rung,
     make_pruner,
+    pareto_front,
+    ranked_at_highest_rung,
     rung_correlations,
     rung_scores,
     rung_step,
@@ -110,3 +113,70 @@ def test_a_perfect_ranking_of_five_trials_has_the_exact_p_value_not_the_t_approx
 def test_unknown_pruner_is_refused() -> None:
     with pytest.raises(ValueError, match="Received: 'asha'"):
         make_pruner("asha", rungs=3)
+
+
+def pareto_study() -> optuna.Study:
+    return optuna.create_study(directions=["maximize", "minimize"])
+
+
+def test_a_two_direction_trial_reads_its_rung_scores_from_its_rungs_attribute() -> None:
+    study = pareto_study()
+    # Optuna refuses reports in a study of two directions: the scores are the user attribute.
+    with pytest.raises(NotImplementedError):
+        study.ask().report(0.5, step=1)
+    done = add_costed_trial(study, [0.90, 0.95], rungs=2, flops=1000)
+    stopped = add_costed_trial(study, [0.80], rungs=2, flops=500)
+    assert done.intermediate_values == {} and rung_scores(done) == {0: 0.90, 1: 0.95}
+    assert stopped.state == TrialState.PRUNED and rung_scores(stopped) == {0: 0.80}
+    assert best_at_highest_rung(study.trials) == done  # the highest rung reached decides
+
+
+def test_the_best_is_the_best_feasible_trial_even_when_an_infeasible_one_scored_higher() -> None:
+    study = optuna.create_study(direction="maximize")
+    # The seed network over the limit is scored anyway (the yardstick), best of all ...
+    over = add_costed_trial(study, [0.99, 0.995], rungs=2, flops=5000, limit=1000)
+    under = add_costed_trial(study, [0.97, 0.98], rungs=2, flops=800, limit=1000)
+    low = add_costed_trial(study, [0.99], rungs=2, flops=900, limit=1000)
+    assert over.constraints["flops"] == pytest.approx(4.0) and under.constraints["flops"] < 0
+    # ... but never the best: "best" is the best feasible trial at the highest rung reached.
+    assert ranked_at_highest_rung(study.trials) == [under]
+    assert best_at_highest_rung(study.trials) == under
+    assert best_at_highest_rung([over, low]) == low  # among the feasible, its rung is the top
+    assert study.best_trial == under  # Optuna agrees: it reads the constraint
+
+
+def test_the_pareto_front_is_the_feasible_nondominated_trials_at_the_top_rung() -> None:
+    study = pareto_study()
+    table = [  # (rung scores, FLOPs, limit)
+        ([0.90, 0.99], 20_000, None),  # the most accurate
+        ([0.90, 0.98], 5_000, None),  # cheaper, a little less accurate: on the front
+        ([0.90, 0.97], 6_000, None),  # dominated by the one above
+        ([0.90, 0.95], 1_000, None),  # the cheapest
+        ([0.99], 100, None),  # stopped at rung 0: not at the top rung
+        ([0.90, 0.999], 30_000, 25_000),  # over a limit: never on the front
+    ]
+    for scores, flops, limit in table:
+        add_costed_trial(study, scores, rungs=2, flops=flops, limit=limit)
+    front = pareto_front(study.trials, "flops")
+    assert [t.number for t in front] == [3, 1, 0]  # cheapest first
+    assert pareto_front(study.trials, "latency_ms") == []  # no trial has that cost stored
+
+
+def test_the_dominance_stop_needs_two_trials_better_on_both_counts_at_the_same_rung() -> None:
+    study = pareto_study()
+    add_costed_trial(study, [0.95], rungs=3, flops=2000)
+    me = add_costed_trial(study, [0.93], rungs=3, flops=3000, state=TrialState.RUNNING)
+    # One dominating trial is not enough: a lucky score on a cheap rung stops nobody.
+    assert [t.number for t in dominated_by(study.trials, number=1, rung=0, cost="flops")] == [0]
+    add_costed_trial(study, [0.94], rungs=3, flops=4000)  # more accurate, dearer: no
+    add_costed_trial(study, [0.92], rungs=3, flops=1000)  # cheaper, less accurate: no
+    add_costed_trial(study, [0.93], rungs=3, flops=3000)  # equal on both: no
+    add_costed_trial(study, [0.99], rungs=3, flops=10, limit=5)  # over a limit: never counts
+    add_costed_trial(study, [0.80, 0.96], rungs=3, flops=2500)  # better at rung 1 only: no
+    beaten = dominated_by(study.trials, number=me.number, rung=0, cost="flops")
+    assert [t.number for t in beaten] == [0]
+    add_costed_trial(study, [0.93], rungs=3, flops=2999)  # as accurate, cheaper: yes
+    beaten = dominated_by(study.trials, number=me.number, rung=0, cost="flops")
+    assert [t.number for t in beaten] == [0, 7]
+    # Nothing has finished rung 1 but trial 6: the trial is not judged where it has no score.
+    assert dominated_by(study.trials, number=me.number, rung=1, cost="flops") == []

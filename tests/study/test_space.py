@@ -145,3 +145,21 @@ def test_mixed_bfloat16_precision_builds_bfloat16_layers_and_a_float32_output() 
 def test_unknown_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="precision must be one of"):
         CNNHyperModel(precision="float16")
+
+
+def test_separable_blocks_factorise_every_conv_but_the_first() -> None:
+    hp = kt.HyperParameters()
+    hp.values.update(conv_type="separable")
+    separable = CNNHyperModel().build(hp)
+    seed = CNNHyperModel().build(kt.HyperParameters())
+    kinds = {layer.name: type(layer).__name__ for layer in separable.layers if "conv" in layer.name}
+    assert kinds == {
+        "block0_conv0": "Conv2D",
+        "block1_conv0": "SeparableConv2D",
+        "block1_conv1": "SeparableConv2D",
+    }
+    # Same shapes as the seed network; block 1's first conv (32 -> 64 channels, 3x3) holds a
+    # 3x3 depthwise kernel per input channel and a 1x1 kernel, not a full 3x3x32x64 kernel.
+    assert separable.output_shape == seed.output_shape
+    assert separable.get_layer("block1_conv0").count_params() == 9 * 32 + 32 * 64 + 64
+    assert seed.get_layer("block1_conv0").count_params() == 9 * 32 * 64 + 64

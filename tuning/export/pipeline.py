@@ -17,12 +17,11 @@ import datetime as dt
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuning import backend
 from tuning.export.estimate import ExportEstimate, estimate_export, training_cost
 from tuning.export.members import Member, load_members, members_dir, train_members
 from tuning.export.plan import ExportPlan, plan_export
@@ -36,12 +35,15 @@ from tuning.export.report import (
     stored_baseline,
     write_config,
 )
-from tuning.export.retrain import MODEL_FILE, SAVED_MODEL_DIR, EpochFn
+from tuning.export.retrain import MODEL_FILE, EpochFn
 from tuning.memory import release_memory
 from tuning.model.card import CARD_FILE, ExportCard
+from tuning.model.cost import FormatCheck
 from tuning.model.ensemble import build_ensemble
 from tuning.model.file import load_model_file
+from tuning.model.formats import FILES, check_files, float32_twin, write_formats
 from tuning.model.predictions import PREDICTIONS_FILE, TestPredictions
+from tuning.model.tradeoff import shipped_cost
 from tuning.publish import Publication, disk_errors
 from tuning.reconnect import Reconnect
 from tuning.records import ExportRecord, StudyKey, TrialKey
@@ -50,6 +52,7 @@ from tuning.study.note import write_study_note
 
 LogFn = Callable[[str], None]
 EstimateFn = Callable[[ExportEstimate], None]
+PARITY_IMAGES = 1000  # the training images other formats are checked on without a test split
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ def export_study(
     epoch_scale: float | None = None,
     seeds: int | None = None,
     members: str | None = None,
+    formats: Sequence[str] | None = None,
+    pick: str | None = None,
     baseline: bool = True,
     artifacts: str | Path | None = None,
     log: LogFn | None = None,
@@ -84,10 +89,13 @@ def export_study(
     on_estimate: EstimateFn | None = None,
 ) -> ExportResult:
     """Retrain a trial of `spec`'s study on every training image by its own recipe, evaluate
-    it once on the test set and publish `model.keras`, `saved_model/`, `model_card.json`, the
-    report plots and `config.json` to `out`, also as artifacts of the trial.
+    it once on the test set and publish `model.keras`, `model_card.json`, the report plots and
+    `config.json` to `out`, also as artifacts of the trial, and the model in each of `formats`
+    (default: `[export] formats`; `tuning.model.formats`), each checked against the Keras model
+    on the test images when written.
 
-    The trial is `trial`, else the best at the highest rung any trial reached. Its recipe runs
+    The trial is `trial`, else the one the rule `pick` chooses (default: `[export] pick`, by
+    default the best feasible trial at the highest rung any reached). Its recipe runs
     for its epochs times `epoch_scale` (default: the study file's `[export] epoch_scale`).
     `out` defaults to `storage/models/<study>` (`<study>-trial<N>` for a chosen `trial`).
 
@@ -102,7 +110,9 @@ def export_study(
     (`tuning.export.estimate`); the result holds it beside the seconds the export took.
 
     Raises:
-        ExportError: no such study or trial, or `out` cannot be written.
+        ExportError: no such study or trial, a format that cannot be written here, or `out`
+            cannot be written.
+        ParityError: a file written in another format does not compute what Keras does.
         StudyMismatchError: the data or the search space changed since the study ran.
         DataError: the training data is missing or malformed.
     """
@@ -116,6 +126,8 @@ def export_study(
         epoch_scale=epoch_scale,
         seeds=seeds,
         members=members,
+        formats=formats,
+        pick=pick,
         compare=baseline,
         artifacts=artifacts,
         reconnect=Reconnect(seconds=spec.storage.retry_minutes * 60, say=say),
@@ -168,7 +180,7 @@ def export_trial(
     try:
         with Publication(plan.out_dir, store=plan.store) as publication:
             folder = publication.staging
-            model, shipped, formats = ship(members, folder, say=say)
+            model, shipped = ship(members, folder, say=say)
             title = f"{plan.spec.name}, trial #{plan.trial.number}"
             tested, predictions, test_plots = None, None, list[Path]()
             test, test_sha256 = plan.test, plan.test_sha256
@@ -179,6 +191,8 @@ def export_trial(
                 tested, predictions, test_plots = evaluate_once(
                     model, test, test_sha256, members, folder, title=title, seed=plan.spec.seed
                 )
+            checks = write_and_check(plan, model, folder, say=say)
+            model_cost = shipped_cost(model, checks)
             del model
             plots = [*report_plots(plan, members[0].record, tested, folder), *test_plots]
             config = write_config(plan, folder)
@@ -189,15 +203,18 @@ def export_trial(
             ids = publication.upload(plan.study, plan.trial, kept)
             created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             versus = compare_with_baseline(plan, reference, predictions, members)
-            record = export_record(plan, tested, members, versus, created)
+            record = export_record(
+                plan, tested, members, versus, created, cost=model_cost, format_checks=checks
+            )
             if plan.is_baseline:  # set beside itself: no predictions, no seeds to compare
                 versus = compare_with_baseline(plan, Reference(record, None), predictions, [])
-            saved = [SAVED_MODEL_DIR] if "saved_model" in formats else []
-            files = [p.name for p in kept] + saved + [CARD_FILE]
+            formats = list(plan.settings.formats)
+            files = [p.name for p in kept] + [FILES[f] for f in formats[1:]] + [CARD_FILE]
             card = export_card(
                 plan, members, shipped, tested, predictions, versus,
                 files=files, formats=formats, artifacts=ids, created=created,
-                cost=training_cost(estimate, plan, members),
+                cost=training_cost(estimate, plan, members), format_checks=checks,
+                model_cost=model_cost,
             )  # fmt: skip
             card_id = publication.upload(plan.study, plan.trial, [card.write(folder)])[CARD_FILE]
             publication.commit()
@@ -211,10 +228,9 @@ def export_trial(
     return ExportResult(plan.out_dir, card, card_id, record, predictions)
 
 
-def ship(members: list[Member], folder: Path, *, say: LogFn) -> tuple[Any, Path, list[str]]:
+def ship(members: list[Member], folder: Path, *, say: LogFn) -> tuple[Any, Path]:
     """The model the user gets, in `folder`: the one member's file, or an ensemble averaging
-    all members' outputs; loaded back from its file, with a SavedModel beside it where the
-    backend can write one. Returns the model, its file and the formats written."""
+    all members' outputs; loaded back from its file. Returns the model and its file."""
     path = folder / MODEL_FILE
     if len(members) == 1:
         # Loaded from the kept file, not its copy in the staging folder: a failure names the
@@ -226,8 +242,21 @@ def ship(members: list[Member], folder: Path, *, say: LogFn) -> tuple[Any, Path,
         build_ensemble(load_members(members)).save(path)
         release_memory()
         model = load_model_file(path)
-    formats = ["keras"]
-    if backend.writes_saved_model():
-        model.export(str(folder / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
-        formats.append("saved_model")
-    return model, path, formats
+    return model, path
+
+
+def write_and_check(plan: ExportPlan, model: Any, folder: Path, *, say: LogFn) -> list[FormatCheck]:
+    """`model` (in `folder` as model.keras) written in the plan's other formats, each file set
+    beside it on the test images (or, without a test split, on some training images): parity,
+    errors and latency, for the card."""
+    formats = plan.settings.formats
+    if len(formats) > 1:
+        say(f"writing {', '.join(formats[1:])}; checking each against the Keras model")
+        if float32_twin(model) is not model:
+            say("model.keras computes in a mixed precision; the other files, in float32")
+    write_formats(model, folder, formats)
+    if plan.test is not None:
+        images, labels = plan.test.x, plan.test.y
+    else:
+        images, labels = plan.train.x[:PARITY_IMAGES], None
+    return check_files(model, folder, formats, images, labels)

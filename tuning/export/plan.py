@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +25,14 @@ from tuning.export.selection import (
     trial_out_dir,
 )
 from tuning.images.dataset import Images, load_images, load_training
+from tuning.model.formats import DEFAULT_FORMATS, check_formats
 from tuning.model.predictions import test_data_sha256
 from tuning.protocol import Protocol
 from tuning.publish import Publication
 from tuning.reconnect import Reconnect
 from tuning.storage import redact, resolve_storage_url
 from tuning.study.config import ExportSettings, StudySpec
+from tuning.study.objective_config import PickRule
 from tuning.study.recipe_hypermodel import RecipeHyperModel
 from tuning.study.rungs import highest_rung, rung_scores
 from tuning.typed_json import field_problem
@@ -38,7 +41,7 @@ from tuning.typed_json import field_problem
 @dataclass(frozen=True)
 class ExportCommand:
     """How the export was asked for, as `config.json` records it (`trial` and `epoch_scale`
-    None: not given)."""
+    None: not given), and what chose its trial: "trial=N", "baseline" or the pick rule."""
 
     storage: str
     data: str
@@ -47,6 +50,9 @@ class ExportCommand:
     epoch_scale_override: float | None
     seeds_override: int | None = None
     members_override: str | None = None
+    formats_override: tuple[str, ...] | None = None
+    pick_override: str | None = None
+    chosen_by: str = "best"
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,9 @@ class ExportPlan:
         if self.seed_trial is None:
             raise ValueError("the study has no baseline trial")
         out_dir = trial_out_dir(self.spec.name, self.seed_trial.number, beside=self.out_dir)
-        command = dataclasses.replace(self.command, out=str(out_dir), trial=self.seed_trial.number)
+        command = dataclasses.replace(
+            self.command, out=str(out_dir), trial=self.seed_trial.number, chosen_by="baseline"
+        )
         return dataclasses.replace(
             self, trial=self.seed_trial, out_dir=out_dir, command=command, compare=False
         )
@@ -123,26 +131,38 @@ def plan_export(
     epoch_scale: float | None = None,
     seeds: int | None = None,
     members: str | None = None,
+    formats: Sequence[str] | None = None,
+    pick: str | None = None,
     compare: bool = True,
     artifacts: str | Path | None = None,
     reconnect: Reconnect | None = None,
 ) -> ExportPlan:
-    """The plan of exporting `trial` of `spec`'s study (default: the best at the highest rung)
+    """The plan of exporting `trial` of `spec`'s study (default: the one `pick` chooses, by
+    default `[export] pick`, the best feasible trial at the highest rung)
     (see `tuning.export.export_study` for the parameters); a lost database is waited for as
     `reconnect` says (default: up to 10 minutes, silently).
 
     Raises:
-        ExportError: no such study or trial, a bad `epoch_scale`, or `out` cannot be written.
+        ExportError: no such study or trial, a bad `epoch_scale`, a format that cannot be
+            written here, or `out` cannot be written.
         StudyMismatchError: the data or the search space changed since the study ran.
         DataError: the training data is missing or malformed.
     """
     url = resolve_storage_url(storage)
-    study, chosen = load_exportable_study(spec, url, trial=trial, reconnect=reconnect)
-    given = {"epoch_scale": epoch_scale, "seeds": seeds, "members": members}
+    given = {"epoch_scale": epoch_scale, "seeds": seeds, "members": members, "pick": pick}
     for key, value in given.items():
         expected = None if value is None else field_problem(ExportSettings, key, value)
         if expected:
             raise ExportError(f"must be {expected}. Received: {key}={value!r}", param=key)
+    if trial is not None and pick is not None:
+        raise ExportError(
+            f"give a trial or a rule that picks one, not both. Received: trial={trial}, "
+            f"pick={pick!r}",
+            param="pick",
+        )
+    rule = PickRule.parse(pick or spec.export.pick)
+    study, chosen = load_exportable_study(spec, url, trial=trial, pick=rule, reconnect=reconnect)
+    chosen_formats = _check_formats(spec, formats)  # a missing extra fails before any training
     source = spec.data_source(data)
     train = load_training(source, class_names=spec.data.class_names)
     spec = spec.for_images(len(train.y))
@@ -159,9 +179,20 @@ def plan_export(
         epoch_scale=epoch_scale or spec.export.epoch_scale,
         seeds=seeds or spec.export.seeds,
         members=members or spec.export.members,
+        pick=pick or spec.export.pick,
+        formats=chosen_formats,
     )
     command = ExportCommand(
-        redact(url), train.source, str(out_dir), trial, epoch_scale, seeds, members
+        redact(url),
+        train.source,
+        str(out_dir),
+        trial,
+        epoch_scale,
+        seeds,
+        members,
+        None if formats is None else tuple(formats),
+        pick_override=pick,
+        chosen_by=f"trial={trial}" if trial is not None else rule.describe(),
     )
     return ExportPlan(
         spec=spec,
@@ -178,3 +209,14 @@ def plan_export(
         seed_trial=baseline_trial(study),
         compare=compare,
     )
+
+
+def _check_formats(spec: StudySpec, given: Sequence[str] | None) -> tuple[str, ...]:
+    """The formats to write: `given` (a parameter), else the study file's `[export] formats`,
+    each of them writable here."""
+    if given is not None:
+        return check_formats(given)
+    try:
+        return check_formats(spec.export.formats, default=spec.export.formats == DEFAULT_FORMATS)
+    except ExportError as exc:
+        raise ExportError(f"{spec.path}: 'export.formats': {exc.message}") from None

@@ -4,7 +4,7 @@ resolved config saved beside the model, and the card that gathers them."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,10 @@ from tuning.model.card import (
     TrainingRecord,
 )
 from tuning.model.compare import mean_difference, paired_comparison
+from tuning.model.cost import FormatCheck
 from tuning.model.predictions import PREDICTIONS_FILE, TestPredictions
-from tuning.records import ExportRecord, TrialKey, library_versions
+from tuning.model.tradeoff import cost_section
+from tuning.records import ExportRecord, ModelCost, TrialKey, library_versions
 from tuning.study.curves import read_curves
 from tuning.study.rungs import rung_scores
 from tuning.typed_json import to_json, write_json
@@ -186,7 +188,7 @@ def compare_with_baseline(
     if record.member_errors and len(record.member_errors) > 1 and len(errors) > 1:
         seeds = mean_difference(errors, record.member_errors)
     return BaselineComparison(
-        **dataclasses.asdict(record),
+        **{f.name: getattr(record, f.name) for f in dataclasses.fields(record)},  # typed, as is
         errors_saved=baseline_errors - predictions.errors,
         paired=paired,
         seeds_compared=seeds,
@@ -199,8 +201,13 @@ def export_record(
     members: list[Member],
     versus: BaselineComparison | None,
     created: str,
+    *,
+    cost: ModelCost | None = None,
+    format_checks: Sequence[FormatCheck] = (),
 ) -> ExportRecord:
-    """What the study keeps of this export (`StudyKey.EXPORTS`)."""
+    """What the study keeps of this export (`StudyKey.EXPORTS`), with what its model costs to
+    run (`shipped_cost`) and each file's check (`format_checks`), which later exports set beside
+    theirs without loading it."""
     errors = member_errors(members)
     return ExportRecord(
         trial=plan.trial.number,
@@ -215,6 +222,8 @@ def export_record(
         member_errors=errors if len(errors) == len(members) else None,
         versus=versus.paired.sentence() if versus and versus.paired else None,
         tuning_gain=versus.seeds_compared.sentence() if versus and versus.seeds_compared else None,
+        cost=cost,
+        formats=list(format_checks) or None,
     )
 
 
@@ -252,12 +261,17 @@ def export_card(
     artifacts: dict[str, str],
     created: str,
     cost: TrainingCost | None = None,
+    format_checks: Sequence[FormatCheck] = (),
+    model_cost: ModelCost | None = None,
 ) -> ExportCard:
     """The export's card: the trial, its CV and test scores, the baseline beside it, its
     members, how the model (the `shipped` file) was trained, what that was expected to cost
-    and cost, and what was published."""
+    and cost, what the model (`model_cost`, from `shipped_cost`) costs to run in each format
+    written (`format_checks`) beside the baseline, and what was published."""
     trial, train, first = plan.trial, plan.train, members[0].record
     attrs = trial.user_attrs
+    # The baseline's own card sets nothing beside it.
+    beside = versus if versus is not None and versus.trial != trial.number else None
     sha256 = {"model": file_sha256(shipped), "data": train.sha256}
     if predictions is not None:  # what a later export reads back, with this one as its baseline
         sha256[PREDICTIONS_SHA] = file_sha256(shipped.with_name(PREDICTIONS_FILE))
@@ -282,7 +296,8 @@ def export_card(
         storage=plan.command.storage,
         seed_network=bool(attrs.get(TrialKey.BASELINE)),
         test=tested,
-        baseline=versus,
+        # The baseline's cost goes in the cost section, beside this model's.
+        baseline=dataclasses.replace(versus, cost=None, formats=None) if versus else None,
         ensemble=ensemble_summary(members, predictions),
         training=TrainingRecord(
             images=len(train.y),
@@ -294,7 +309,15 @@ def export_card(
             seconds=round(sum(m.record.seconds for m in members), 2),
             device=detect().describe(),
         ),
-        cost=cost,
+        cost=cost_section(
+            training=cost,
+            model=model_cost,
+            checks=format_checks,
+            baseline=beside.cost if beside else None,
+            baseline_checks=(beside.formats or []) if beside else [],
+            paired=beside.paired if beside else None,
+            margin=plan.settings.margin,
+        ),
         param_count=sum(m.record.param_count for m in members),
         data=train.source,
         files=sorted(files),

@@ -18,11 +18,11 @@ from tuning.export.plan import ExportPlan
 from tuning.hp import OptunaHyperParameters
 from tuning.memory import release_memory
 from tuning.model.file import load_model_file
+from tuning.model.formats import FILES
 from tuning.study.rungs import rung_scores
 from tuning.training.recipe import Recipe
 
-MODEL_FILE = "model.keras"
-SAVED_MODEL_DIR = "saved_model"
+MODEL_FILE = FILES["keras"]
 EpochFn = Callable[[int, int, dict[str, float]], None]
 """Called as `on_epoch(epoch, epochs, logs)` after every epoch (epoch counts from 1; epochs is 0
 when a HyperModel's own fit chooses them)."""

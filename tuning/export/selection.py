@@ -1,9 +1,12 @@
-"""Which study and trial an export retrains, whether the study still means what it meant, and
-the record of each export kept on the study (so the baseline is trained once, not per export)."""
+"""Which study and trial an export retrains (a trial named, or one chosen by a `PickRule` among
+the feasible trials at the highest rung reached), whether the study still means what it meant,
+and the record of each export kept on the study (so the baseline is trained once, not per
+export)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
@@ -14,13 +17,21 @@ from tuning.images.dataset import Images
 from tuning.protocol import Protocol
 from tuning.reconnect import Reconnect
 from tuning.records import ExportRecord, StudyKey, TrialKey, space_fingerprint
-from tuning.storage import open_storage, redact, resolve_storage_url, study_names
+from tuning.storage import (
+    missing_sqlite_file,
+    open_storage,
+    redact,
+    resolve_storage_url,
+    study_names,
+)
 from tuning.study.config import StudySpec
 from tuning.study.create import stored_protocol
 from tuning.study.hypermodels import make_hypermodel
+from tuning.study.objective_config import PickRule
 from tuning.study.recipe_hypermodel import RecipeHyperModel
-from tuning.study.rungs import SCORED_STATES, best_at_highest_rung, rung_scores
+from tuning.study.rungs import SCORED_STATES, highest_rung, ranked_at_highest_rung, rung_scores
 from tuning.study.space import describe_space
+from tuning.study.trial_cost import trial_costs
 
 DEFAULT_MODELS = Path("storage/models")
 
@@ -47,24 +58,24 @@ def load_exportable_study(
     storage: str | None,
     *,
     trial: int | None = None,
+    pick: PickRule | None = None,
     reconnect: Reconnect | None = None,
 ) -> tuple[optuna.Study, FrozenTrial]:
-    """The stored study of `spec` and the trial to export: `trial` if given, else the best
-    trial at the highest rung any trial reached.
+    """The stored study of `spec` and the trial to export: `trial` if given, else the one
+    `pick` chooses (default: the best feasible trial at the highest rung any trial reached).
 
     Raises:
-        ExportError: the database, the study or the trial does not exist, or no trial (or not
-            `trial`) has finished a rung.
+        ExportError: the database, the study or the trial does not exist, no trial (or not
+            `trial`) has finished a rung, or none has the cost `pick` compares.
     """
     url = resolve_storage_url(storage)
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        database = Path(url.removeprefix("sqlite:///"))
-        if not database.is_file():
-            raise ExportError(
-                f"no study database at {database}; run `tuning study {spec.path}` first "
-                "or give the storage that holds the study",
-                param="storage",
-            )
+    database = missing_sqlite_file(url)
+    if database is not None:
+        raise ExportError(
+            f"no study database at {database}; run `tuning study {spec.path}` first "
+            "or give the storage that holds the study",
+            param="storage",
+        )
     rdb = open_storage(url, reconnect=reconnect)
     if spec.name not in study_names(rdb):
         stored = ", ".join(study_names(rdb)) or "none"
@@ -90,13 +101,41 @@ def load_exportable_study(
                 param="trial",
             )
         return study, chosen
-    best = best_at_highest_rung(trials)
+    best = pick_trial(trials, pick or PickRule())
     if best is None:
+        within = " within its [objective] limits" if spec.objective.limits else ""
         raise ExportError(
-            f"study '{spec.name}' in {redact(url)} has no trial that finished a rung yet; run "
-            f"`tuning study {spec.path}` until one completes"
+            f"study '{spec.name}' in {redact(url)} has no trial that finished a rung yet"
+            f"{within}; run `tuning study {spec.path}` until one completes"
         )
     return study, best
+
+
+def pick_trial(trials: Sequence[FrozenTrial], rule: PickRule) -> FrozenTrial | None:
+    """The trial `rule` chooses among the feasible trials at the highest rung any of them
+    reached (None: there are none): the most accurate, or the one of fewest `rule.cost` among
+    those within `rule.within_points` percentage points of it (ties: the more accurate, then
+    the earlier).
+
+    Raises:
+        ExportError: no trial near enough has `rule.cost` stored (it ran before costs were).
+    """
+    ranked = ranked_at_highest_rung(trials)
+    if not ranked or rule.cost is None:
+        return ranked[0] if ranked else None
+    cost, top = rule.cost, highest_rung(ranked[0])
+    best = rung_scores(ranked[0])[top]
+    # A hair of slack, so that "within 0.1 points" keeps a trial exactly 0.1 points below.
+    near = [t for t in ranked if rung_scores(t)[top] >= best - rule.within_points / 100 - 1e-9]
+    costed = [t for t in near if cost in trial_costs(t)]
+    if not costed:
+        raise ExportError(
+            f"no trial within {rule.within_points:g} points of the best has its {cost} stored "
+            f"(trials run before costs were recorded); pick by 'best' or --trial. "
+            f"Received: pick={rule.describe()!r}",
+            param="pick",
+        )
+    return min(costed, key=lambda t: (trial_costs(t)[cost], -rung_scores(t)[top], t.number))
 
 
 def check_compatible(

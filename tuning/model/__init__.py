@@ -1,6 +1,7 @@
 """A shipped model: its card (`ModelCard`, the only way cards are written or read), loading a
 `.keras` file safely with its class names, predicting labels for image files, its predictions on
-the test split, an ensemble of several networks, and the paired comparison of two models."""
+the test split, an ensemble of several networks, the paired comparison of two models, and what
+a network costs to run (parameters, FLOPs, latency)."""
 
 from tuning.model.card import CARD_FILE, ModelCard
 from tuning.model.compare import (
@@ -10,6 +11,7 @@ from tuning.model.compare import (
     mean_difference,
     paired_comparison,
 )
+from tuning.model.cost import FormatCheck, ModelCost, model_cost
 from tuning.model.ensemble import build_ensemble, ensemble_members
 from tuning.model.file import class_names, load_model_file
 from tuning.model.predict import Prediction, format_predictions, predict_images
@@ -18,8 +20,10 @@ from tuning.model.predictions import PREDICTIONS_FILE, TestPredictions
 __all__ = [
     "CARD_FILE",
     "PREDICTIONS_FILE",
+    "FormatCheck",
     "MeanDifference",
     "ModelCard",
+    "ModelCost",
     "PairedComparison",
     "Prediction",
     "TestPredictions",
@@ -30,6 +34,7 @@ __all__ = [
     "format_predictions",
     "load_model_file",
     "mean_difference",
+    "model_cost",
     "paired_comparison",
     "predict_images",
 ]

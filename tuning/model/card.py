@@ -14,6 +14,8 @@ from typing import Any
 from tuning.errors import ModelError
 from tuning.images.dataset import InputConvention
 from tuning.model.compare import MeanDifference, PairedComparison
+from tuning.model.tradeoff import CostSection
+from tuning.model.tradeoff import TrainingCost as TrainingCost  # where it was read before
 from tuning.protocol import PROTOCOL_VERSION, Protocol
 from tuning.records import ExportRecord
 from tuning.training.cv import Interval
@@ -21,9 +23,10 @@ from tuning.training.recipe import Recipe
 from tuning.typed_json import OMIT_NONE, RecordError, from_json, to_json, write_json
 
 CARD_FILE = "model_card.json"
-# 6: cost (estimated beside measured); 5: backend and formats; 4: members, ensemble, paired
-# comparison; 3: typed cards with `kind`
-CARD_VERSION = 6
+# 7: cost as a section (training, the model's params, FLOPs and latency per format, the
+# baseline's, the verdict); 6: cost (estimated beside measured); 5: backend and formats;
+# 4: members, ensemble, paired comparison; 3: typed cards with `kind`
+CARD_VERSION = 7
 KINDS = ("export", "transfer")
 # The JSON's first and last keys; a kind's own sections stand between them.
 _HEAD = ("card_version", "kind", "study", "trial", "params", "class_names", "cv", "sha256")
@@ -105,18 +108,6 @@ class TrainingRecord:
     final_accuracy: float
     seconds: float
     device: str
-
-
-@dataclass(frozen=True)
-class TrainingCost:
-    """What training the export's `networks` (members kept from an earlier run not counted)
-    was expected to take before it started (`estimated_seconds`, None: unknown; `measured_by`
-    says from what) and what it took (`seconds`)."""
-
-    networks: int
-    estimated_seconds: float | None
-    seconds: float
-    measured_by: str
 
 
 @dataclass(frozen=True)
@@ -233,7 +224,7 @@ class ExportCard(ModelCard):
     baseline: BaselineComparison | None = None
     ensemble: EnsembleSummary | None = field(default=None, metadata=OMIT_NONE)
     training: TrainingRecord | None = None
-    cost: TrainingCost | None = field(default=None, metadata=OMIT_NONE)
+    cost: CostSection | None = field(default=None, metadata=OMIT_NONE)
     param_count: int | None = None
     data: str | None = None
     files: list[str] = field(default_factory=list)
@@ -255,7 +246,7 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """Cards of earlier versions in today's form: version 2 cards were all exports and named a
     HyperModel's own fit by a sentence; a protocol of another version is not today's record;
     before version 5 every model was trained under TensorFlow, and its files say whether a
-    SavedModel was written."""
+    SavedModel was written; before version 7 `cost` was the training's alone."""
     data = {"kind": "export", "card_version": 1, **data}
     version, files = data["card_version"], data.get("files")
     if (
@@ -265,6 +256,8 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
         and isinstance(files, list)
     ):
         data["formats"] = ["keras"] + (["saved_model"] if "saved_model" in files else [])
+    if isinstance(version, int) and version < 7 and isinstance(data.get("cost"), dict):
+        data["cost"] = {"training": data["cost"]}
     training = data.get("training")
     if isinstance(training, dict) and isinstance(training.get("recipe"), str):
         data["training"] = {**training, "recipe": None}

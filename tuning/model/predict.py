@@ -1,4 +1,5 @@
-"""Classify pictures of single characters with an exported model (`tuning predict`)."""
+"""Classify pictures of single characters with an exported model (`tuning predict`): its
+`.keras` file, or its `.onnx` or `.tflite` file run outside Keras, with the card beside it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tuning.errors import ModelError
 from tuning.images.preprocess import prepare_image, resize_image
 from tuning.model.card import ModelCard
 from tuning.model.file import class_names, load_model_file
+from tuning.model.runners import SUFFIXES, load_runner
 
 TOP_K = 3
 
@@ -32,10 +34,10 @@ class Prediction:
         return asdict(self)
 
 
-def _inputs(model: Any, images: Sequence[str | Path], path: Path) -> np.ndarray:
-    """The images as the model's input batch, prepared as its card says: like MNIST characters
-    (the default for square grayscale models), or resized with their colours kept."""
-    shape = tuple(model.input_shape)
+def _inputs(shape: tuple[Any, ...], images: Sequence[str | Path], path: Path) -> np.ndarray:
+    """The images as the input batch of a model taking `shape`, prepared as its card says: like
+    MNIST characters (the default for square grayscale models), or resized with their colours
+    kept."""
     if len(shape) != 4 or shape[3] not in (1, 3) or not shape[1] or not shape[2]:
         raise ModelError(
             f"{path}: expected a model taking images (None, H, W, 1 or 3). "
@@ -57,6 +59,18 @@ def _inputs(model: Any, images: Sequence[str | Path], path: Path) -> np.ndarray:
     return np.stack([prepare_image(i, size=height, box=box) for i in images])[..., None]
 
 
+def _keras_outputs(model_path: Path, images: Sequence[str | Path]) -> np.ndarray:
+    import keras
+
+    model = load_model_file(model_path)
+    try:
+        batch = _inputs(tuple(model.input_shape), images, model_path)
+        return np.asarray(model.predict(batch, verbose=0), dtype=np.float64)
+    finally:
+        keras.backend.clear_session()
+        gc.collect()
+
+
 def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
     # A model ending in logits rather than softmax still gets meaningful probabilities.
     if outputs.min() < 0 or not np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
@@ -66,8 +80,9 @@ def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
 
 
 def predict_images(model_path: str | Path, images: Sequence[str | Path]) -> list[Prediction]:
-    """Classify each image with the model at `model_path`: pictures of characters are first made
-    MNIST-like (`prepare_image`), other images resized to the model's input, as its card says.
+    """Classify each image with the model at `model_path` (`.keras`, or `.onnx` / `.tflite` as
+    an export writes them): pictures of characters are first made MNIST-like
+    (`prepare_image`), other images resized to the model's input, as its card says.
 
     The labels are the `class_names` of `model_card.json` next to the model (digits by default).
     Every image is read before the model runs, so a bad one fails the call with its name.
@@ -76,16 +91,13 @@ def predict_images(model_path: str | Path, images: Sequence[str | Path]) -> list
         ModelError: the model cannot be loaded safely, or its inputs/outputs do not fit.
         ImageError: an image cannot be read or holds no ink.
     """
-    import keras
-
     model_path = Path(model_path)
-    model = load_model_file(model_path)
-    try:
-        batch = _inputs(model, images, model_path)
-        outputs = np.asarray(model.predict(batch, verbose=0), dtype=np.float64)
-    finally:
-        keras.backend.clear_session()
-        gc.collect()
+    if model_path.suffix.lower() in SUFFIXES:
+        runner = load_runner(model_path)
+        batch = _inputs(runner.input_shape, images, model_path)
+        outputs = np.asarray(runner(batch), dtype=np.float64)
+    else:
+        outputs = _keras_outputs(model_path, images)
     if outputs.ndim != 2:
         raise ModelError(f"{model_path}: expected one score per class. Received: {outputs.shape}")
     names = class_names(model_path, outputs.shape[1])

@@ -12,12 +12,21 @@ from typing import Any
 
 from tuning.errors import ConfigError
 from tuning.images.dataset import DataSource, resolve_source
+from tuning.model.formats import DEFAULT_FORMATS, FORMATS
 from tuning.protocol import FOLDS, SUBSET, Protocol, Rung
+from tuning.study.objective_config import (
+    PICK_EXPECTED,
+    ObjectiveSettings,
+    check_objective,
+    is_pick_rule,
+)
 from tuning.typed_json import RecordError, from_json, one_of, rule
 
 SAMPLERS = ("tpe", "random")
-# Pruners that decide which trials climb the fidelity rungs (`tuning.study.rungs`).
+# Pruners that decide which trials climb the fidelity rungs (`tuning.study.rungs`). Left out,
+# a study of one direction takes successive halving, one of two the dominance stop (`DOMINANCE`).
 PRUNERS = ("successive_halving", "hyperband", "median", "none")
+DOMINANCE = "dominance"
 MEMBER_KINDS = ("seeds", "top")  # [export] members: seeds of the chosen trial, or top trials
 MAX_SEEDS = 50
 # Keras dtype policies a model can be built with. mixed_bfloat16 (bfloat16 compute, float32
@@ -65,10 +74,11 @@ class Fidelity:
 
 @dataclass(frozen=True)
 class Search:
-    """Which Optuna sampler and pruner drive the study."""
+    """Which Optuna sampler and pruner drive the study (`pruner` None: the default for its
+    directions, `StudySpec.pruner`)."""
 
     sampler: str = field(default="tpe", metadata=one_of(SAMPLERS))
-    pruner: str = field(default="successive_halving", metadata=one_of(PRUNERS))
+    pruner: str | None = field(default=None, metadata=one_of(PRUNERS))
     n_startup_trials: int = field(default=10, metadata=rule(lambda v: v >= 0, "an integer >= 0"))
 
 
@@ -106,6 +116,19 @@ class ExportSettings:
         default=1, metadata=rule(lambda v: 1 <= v <= MAX_SEEDS, f"an integer in [1, {MAX_SEEDS}]")
     )
     members: str = field(default="seeds", metadata=one_of(MEMBER_KINDS))
+    # Test errors by which the shipped model may trail the baseline network and still be called
+    # no worse: the paired interval's bound must be within it (`tuning.model.tradeoff`).
+    margin: int = field(default=10, metadata=rule(lambda v: v >= 0, "an integer >= 0"))
+    # Which trial export takes when none is named (`tuning.study.objective_config.PickRule`).
+    pick: str = field(default="best", metadata=rule(is_pick_rule, PICK_EXPECTED))
+    # The files shipped (`tuning.model.formats`): model.keras always, the others if listed.
+    formats: tuple[str, ...] = field(
+        default=DEFAULT_FORMATS,
+        metadata=rule(
+            lambda v: len(set(v)) == len(v) and set(v) <= set(FORMATS),
+            f"a list of distinct formats from: {', '.join(FORMATS)}",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -167,6 +190,7 @@ class StudyFile:
     study: StudyTable = StudyTable()
     data: DataSettings = DataSettings()
     space: SpaceSettings = SpaceSettings()
+    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
     fidelity: Fidelity = Fidelity()
     search: Search = Search()
     budget: Budget = Budget()
@@ -193,6 +217,15 @@ class StudySpec:
     data: DataSettings
     space: SpaceSettings
     storage: StorageSettings = StorageSettings()
+    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
+
+    @property
+    def pruner(self) -> str:
+        """What stops trials between rungs: `[search] pruner`, or by default successive halving
+        for one direction and the dominance stop (`tuning.study.rungs`) for two."""
+        if self.search.pruner is not None:
+            return self.search.pruner
+        return DOMINANCE if len(self.objective.directions) > 1 else "successive_halving"
 
     def for_images(self, count: int) -> StudySpec:
         """The spec with its subsets resolved against `count` training images."""
@@ -211,6 +244,7 @@ class StudySpec:
             backend=backend,
             hypermodel=self.space.hypermodel,
             class_names=self.data.class_names,
+            objective=self.objective.stored,
             data_sha256=data_sha256,
             space_fingerprint=space_fingerprint,
         )
@@ -255,6 +289,7 @@ def load_spec(path: str | Path) -> StudySpec:
         _check_rung_size(path, f"fidelity.rungs[{index}]", rung)
     if not fidelity.rungs:
         _check_rung_size(path, "fidelity", fidelity.ladder[0])
+    check_objective(path, tables.objective, tables.search.pruner)
     return StudySpec(
         name=name,
         path=path,
@@ -268,6 +303,7 @@ def load_spec(path: str | Path) -> StudySpec:
         data=tables.data,
         space=tables.space,
         storage=tables.storage,
+        objective=tables.objective,
     )
 
 

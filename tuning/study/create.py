@@ -21,10 +21,11 @@ from tuning.study.baseline import enqueue_first_trials, ensure_baseline, startin
 from tuning.study.config import StudySpec
 from tuning.study.hypermodels import make_hypermodel
 from tuning.study.recipe_hypermodel import RecipeHyperModel
-from tuning.study.sampling import make_pruner, make_sampler
+from tuning.study.sampling import make_pruner, make_sampler, study_directions
 from tuning.study.space import describe_space
 
-# What the dashboard's charts call the objective (instead of "Objective 0").
+# What the dashboard's charts call the objective (instead of "Objective 0"); a second one is
+# called by its cost's name.
 METRIC_NAME = "CV accuracy"
 
 
@@ -49,7 +50,8 @@ def open_study(
 
     Raises:
         ConfigError: the HyperModel or a starting point of the study file is unusable.
-        StudyMismatchError: the stored study differs in search space, folds, fidelity or data.
+        StudyMismatchError: the stored study differs in search space, folds, fidelity, data or
+            objective.
     """
     url = resolve_storage_url(storage)
     requested = spec.fidelity.precision
@@ -98,7 +100,7 @@ def open_study(
         if spec.enqueue_seed:
             ensure_baseline(study, defaults, label=hypermodel.baseline_label)
     if study.metric_names is None:
-        study.set_metric_names([METRIC_NAME])
+        study.set_metric_names([METRIC_NAME, *spec.objective.directions[1:]])
     study.sampler = make_sampler(spec, offset=len(study.trials), salt=salt)
     return study, hypermodel
 
@@ -129,7 +131,7 @@ def _create_or_load(spec: StudySpec, url: str, reconnect: Reconnect) -> tuple[op
     try:
         # Study names are unique in the database, so exactly one process gets to create it.
         study = optuna.create_study(
-            storage=storage, study_name=spec.name, direction="maximize", pruner=pruner
+            storage=storage, study_name=spec.name, directions=study_directions(spec), pruner=pruner
         )
         return study, True
     except optuna.exceptions.DuplicatedStudyError:

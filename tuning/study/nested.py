@@ -31,7 +31,7 @@ from tuning.study.config import StudySpec
 from tuning.study.hypermodels import make_hypermodel
 from tuning.study.objective import make_objective, rung_data
 from tuning.study.rungs import best_at_highest_rung
-from tuning.study.sampling import make_pruner, make_sampler
+from tuning.study.sampling import make_pruner, make_sampler, study_directions
 from tuning.study.space import describe_space
 from tuning.training.cv import FoldResult, nested_cv, wilson_interval
 
@@ -130,7 +130,7 @@ def _search_and_predict(
     rungs = rung_data(fold_spec, dataclasses.replace(images, x=x, y=y))
     # In memory: the search of one outer fold is a means, not a result to keep.
     study = optuna.create_study(
-        direction="maximize", pruner=make_pruner(spec), sampler=make_sampler(spec)
+        directions=study_directions(spec), pruner=make_pruner(spec), sampler=make_sampler(spec)
     )
     defaults = hypermodel.defaults()
     # The same first trials as the study itself: baseline, then the file's starting points.

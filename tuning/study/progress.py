@@ -1,4 +1,5 @@
-"""What a user watches: a progress bar during a study and a one-screen summary after it."""
+"""What a user watches: a progress bar during a study and a one-screen summary after it (with
+two directions, the Pareto front of accuracy and cost)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from tuning.records import StudyKey, TrialKey
+from tuning.errors import StudyMismatchError
+from tuning.protocol import DEFAULT_OBJECTIVE, Protocol
+from tuning.records import StudyKey, TrialKey, format_flops, format_ms
 from tuning.study.rungs import (
     best_at_highest_rung,
     highest_rung,
+    pareto_front,
     rung_correlations,
     rung_scores,
 )
+from tuning.study.trial_cost import trial_costs
 
 
 class StudyProgress:
@@ -63,12 +68,16 @@ class StudyProgress:
         self._refresh()
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        try:
-            best = study.best_trial
-            self.best = f"best {best.value:.4f} (#{best.number})"
-        except ValueError:  # no completed trial yet
-            self.best = "best -"
-        self.current = f"#{trial.number} {trial.state.name.lower()}"
+        trials = study.get_trials(deepcopy=False)
+        names = study.metric_names or []
+        if len(names) > 1:  # two directions: how many points the front has
+            self.best = f"front {len(pareto_front(trials, names[1]))} points"
+        else:  # what export would take: the best feasible trial at the top rung
+            best = best_at_highest_rung(trials)
+            score = best and rung_scores(best)[highest_rung(best)]
+            self.best = f"best {score:.4f} (#{best.number})" if best else "best -"
+        state = "infeasible" if TrialKey.INFEASIBLE in trial.user_attrs else trial.state.name
+        self.current = f"#{trial.number} {state.lower()}"
         self.finished += 1
         self.bar.update(1)
         self._refresh()
@@ -88,8 +97,22 @@ def cv_line(trial: FrozenTrial) -> str:
     folds = trial.user_attrs.get(TrialKey.FOLD_ACCURACIES, [])
     std = trial.user_attrs.get(TrialKey.CV_STD, float(np.std(folds)) if folds else 0.0)
     listed = ", ".join(f"{a:.4f}" for a in folds)
-    value = rung_scores(trial).get(highest_rung(trial), trial.value)
+    scores = rung_scores(trial)
+    value = scores[highest_rung(trial)] if scores else trial.values[0]
     return f"{value:.4f} ± {std:.4f} over {len(folds)} folds ({listed})"
+
+
+def cost_line(trial: FrozenTrial) -> str:
+    """'370,454 params, 22.8 MFLOP, 1.2 ms/img at batch 1': the costs stored on a trial."""
+    costs = trial_costs(trial)
+    parts = []
+    if "params" in costs:
+        parts.append(f"{int(costs['params']):,} params")
+    if "flops" in costs:
+        parts.append(format_flops(costs["flops"]))
+    if "latency_ms" in costs:
+        parts.append(f"{format_ms(costs['latency_ms'])} ms/img at batch 1")
+    return ", ".join(parts)
 
 
 def summary(
@@ -99,11 +122,14 @@ def summary(
     and the `device` this run trained on."""
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+    infeasible = sum(TrialKey.INFEASIBLE in t.user_attrs for t in trials)
     lines = [
         f"Study {study.study_name}  ({storage})",
         *([f"Device: {device}"] if device else []),
         f"Trials: {len(trials)} — {counts[TrialState.COMPLETE]} complete, "
-        f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed",
+        f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed"
+        + (f"; {infeasible} over a limit" if infeasible else ""),
+        *_objective_lines(study),
     ]
     best = best_at_highest_rung(trials)
     if best is None:
@@ -116,6 +142,9 @@ def summary(
     )
     lines += _baseline_lines(trials)
     lines += _best_lines(best)
+    names = study.metric_names or []
+    if len(names) > 1:
+        lines += front_lines(trials, names[1])
     lines.append(f"Next: tuning export {study_file}   |   tuning dashboard")
     return "\n".join(lines)
 
@@ -131,6 +160,31 @@ def _rung_lines(trials: list[FrozenTrial], rungs: int) -> list[str]:
     ]
 
 
+def _objective_lines(study: optuna.Study) -> list[str]:
+    """The objective, if it is not accuracy alone (a study of another tool's: nothing)."""
+    stored = study.user_attrs.get(StudyKey.PROTOCOL)
+    try:
+        aim = Protocol.read(stored, study=study.study_name, remedy="").aim
+    except StudyMismatchError:
+        return []
+    if aim == DEFAULT_OBJECTIVE:
+        return []
+    feasible = " (best: the best trial within the limits)" if aim.limits else ""
+    return [f"Objective: {aim.describe()}{feasible}"]
+
+
+def front_lines(trials: list[FrozenTrial], cost: str) -> list[str]:
+    """The Pareto front of CV accuracy and `cost` at the top rung, cheapest first."""
+    front = pareto_front(trials, cost)
+    if not front:
+        return []
+    top = highest_rung(front[0])
+    return [
+        f"Pareto front at rung {top} ({len(front)} points; cheapest first):",
+        *(f"  #{t.number:<4} CV accuracy {rung_scores(t)[top]:.4f}  {cost_line(t)}" for t in front),
+    ]
+
+
 def _baseline_lines(trials: list[FrozenTrial]) -> list[str]:
     complete = (t for t in trials if t.state == TrialState.COMPLETE)
     baseline = next((t for t in complete if t.user_attrs.get(TrialKey.BASELINE)), None)
@@ -142,9 +196,7 @@ def _baseline_lines(trials: list[FrozenTrial]) -> list[str]:
 
 def _best_lines(best: FrozenTrial) -> list[str]:
     """The best trial's size, training time and parameters."""
-    extra = []
-    if TrialKey.PARAM_COUNT in best.user_attrs:
-        extra.append(f"{best.user_attrs[TrialKey.PARAM_COUNT]:,} weights")
+    extra = [cost_line(best)] if cost_line(best) else []
     if TrialKey.TRAIN_SECONDS in best.user_attrs:
         extra.append(f"{best.user_attrs[TrialKey.TRAIN_SECONDS]:.0f} s training")
     width = max(len(k) for k in best.params)

@@ -21,6 +21,7 @@ from tuning.study.create import open_study
 from tuning.study.note import write_study_note
 from tuning.study.objective import RungData, make_objective, rung_data
 from tuning.study.recipe_hypermodel import RecipeHyperModel
+from tuning.study.trial_cost import check_give_up
 
 ProgressFn = Callable[[str], None]
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -74,6 +75,9 @@ class StudyRun:
             raise cause from None
         # The note's rung correlations now include this run's trials.
         write_study_note(self.study, device=detect().describe())
+        # A limit no network met: the objective stopped the run; say so, in one line.
+        aim = spec.objective
+        check_give_up(self.study.get_trials(deepcopy=False), aim.limits, aim.give_up_after)
         return self.study
 
 

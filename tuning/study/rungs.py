@@ -1,10 +1,20 @@
 """The fidelity ladder as Optuna sees it: the step each rung reports at, each trial's rung scores,
-the best trial at the highest rung reached, and how well each rung predicts the next.
+the best trial (and the Pareto front) at the highest rung reached, the dominance stop, and how
+well each rung predicts the next.
 
 A trial reports its score for rung r (the mean over the folds that rung runs) at step 3**r: steps
 1, 3, 9, ... These are exactly the rungs of Optuna's SuccessiveHalving and Hyperband pruners with
 `min_resource=1, reduction_factor=3`, so the pruner decides who climbs, and no two rungs ever
 share a step.
+
+A study of two directions (accuracy and a cost) cannot report: Optuna's `Trial.report` and
+`should_prune` raise in multi-objective studies, and its pruners rank one value. There a trial's
+rung scores are its `rungs` user attribute, and the dominance stop decides who climbs: after a
+rung below the top, a trial stops when at least `DOMINATORS` feasible trials that finished the
+same rung dominate it there (accuracy at least as high and cost at most as high, one of them
+strictly). It is successive halving's idea in two objectives: a trial goes on while few trials
+scored on the same rung beat it on both counts. Two, not one, so that a single lucky score on a
+cheap rung stops nobody.
 """
 
 from __future__ import annotations
@@ -21,10 +31,12 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
 from tuning.records import TrialKey
+from tuning.study.trial_cost import is_feasible, trial_costs
 from tuning.typed_json import from_json, to_json
 
 REDUCTION_FACTOR = 3
 SCORED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+DOMINATORS = 2  # the dominance stop: how many trials must dominate one at a rung to stop it
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,7 @@ def step_rung(step: int) -> int | None:
 
 def make_pruner(name: str, *, rungs: int) -> optuna.pruners.BasePruner:
     """The pruner that decides who climbs `rungs` rungs ("successive_halving", "hyperband",
-    "median" or "none")."""
+    "median" or "none"); "dominance", the dominance stop, is the objective's, not Optuna's."""
     if name == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=1, reduction_factor=REDUCTION_FACTOR, min_early_stopping_rate=0
@@ -78,7 +90,7 @@ def make_pruner(name: str, *, rungs: int) -> optuna.pruners.BasePruner:
         )
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-    if name == "none":
+    if name in ("none", "dominance"):
         return optuna.pruners.NopPruner()
     raise ValueError(
         f"pruner must be successive_halving, hyperband, median or none. Received: {name!r}"
@@ -86,7 +98,10 @@ def make_pruner(name: str, *, rungs: int) -> optuna.pruners.BasePruner:
 
 
 def rung_scores(trial: FrozenTrial) -> dict[int, float]:
-    """The trial's score at each rung it finished, from its intermediate values."""
+    """The trial's score at each rung it finished: its intermediate values, or in a study of
+    two directions (which cannot report them) its `rungs` user attribute."""
+    if not trial.intermediate_values:
+        return {r.rung: r.mean for r in rung_records(trial) if math.isfinite(r.mean)}
     scores: dict[int, float] = {}
     for step, value in trial.intermediate_values.items():
         rung = step_rung(step)
@@ -101,9 +116,10 @@ def highest_rung(trial: FrozenTrial) -> int:
 
 
 def ranked_at_highest_rung(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """Completed and pruned trials that reached the highest rung any reached, best first (ties:
-    the earlier trial), one per distinct set of parameters (its best-scoring trial)."""
-    scored = [t for t in trials if t.state in SCORED_STATES and rung_scores(t)]
+    """Feasible completed and pruned trials that reached the highest rung any of them reached,
+    best first (ties: the earlier trial), one per distinct set of parameters (its best-scoring
+    trial). A trial over an `[objective]` limit (the baseline may be one) is never ranked."""
+    scored = [t for t in trials if t.state in SCORED_STATES and rung_scores(t) and is_feasible(t)]
     if not scored:
         return []
     top = max(highest_rung(t) for t in scored)
@@ -118,10 +134,50 @@ def ranked_at_highest_rung(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def best_at_highest_rung(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
-    """Among completed and pruned trials, the best-scoring one at the highest rung any reached;
-    a trial that stopped lower never wins over one scored closer to what export trains."""
+    """Among feasible completed and pruned trials, the best-scoring one at the highest rung any
+    reached; a trial that stopped lower never wins over one scored closer to what export
+    trains."""
     ranked = ranked_at_highest_rung(trials)
     return ranked[0] if ranked else None
+
+
+def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether (accuracy, cost) `a` dominates `b`: no worse in both, better in one."""
+    return a[0] >= b[0] and a[1] <= b[1] and a != b
+
+
+def pareto_front(trials: Sequence[FrozenTrial], cost: str) -> list[FrozenTrial]:
+    """The trials of `ranked_at_highest_rung` that no other of them dominates in CV accuracy at
+    that rung and `cost` (those without a stored `cost` are left out), cheapest first."""
+    ranked = [t for t in ranked_at_highest_rung(trials) if cost in trial_costs(t)]
+    if not ranked:
+        return []
+    top = highest_rung(ranked[0])
+    points = {t.number: (rung_scores(t)[top], trial_costs(t)[cost]) for t in ranked}
+    front = [t for t in ranked if not any(_dominates(p, points[t.number]) for p in points.values())]
+    return sorted(front, key=lambda t: (points[t.number][1], -points[t.number][0], t.number))
+
+
+def dominated_by(
+    trials: Sequence[FrozenTrial], *, number: int, rung: int, cost: str
+) -> list[FrozenTrial]:
+    """The feasible trials (of any state but failed) that finished `rung` and dominate trial
+    `number` there in CV accuracy and `cost`; the dominance stop stops it when they are at
+    least `DOMINATORS`."""
+    me = next(t for t in trials if t.number == number)
+    if rung not in rung_scores(me) or cost not in trial_costs(me):
+        return []
+    mine = (rung_scores(me)[rung], trial_costs(me)[cost])
+    return [
+        t
+        for t in trials
+        if t.number != number
+        and t.state != TrialState.FAIL
+        and is_feasible(t)
+        and rung in rung_scores(t)
+        and cost in trial_costs(t)
+        and _dominates((rung_scores(t)[rung], trial_costs(t)[cost]), mine)
+    ]
 
 
 @dataclass(frozen=True)

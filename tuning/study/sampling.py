@@ -1,9 +1,10 @@
 """How a study chooses its trials: the Optuna sampler and the pruner over its rungs, made from
-the study file's `[search]` table."""
+the study file's `[search]` table, and the directions of its `[objective]`."""
 
 from __future__ import annotations
 
 import optuna
+from optuna.study import StudyDirection
 
 from tuning.study import rungs
 from tuning.study.config import StudySpec
@@ -28,5 +29,12 @@ def make_sampler(spec: StudySpec, *, offset: int = 0, salt: int = 0) -> optuna.s
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """The study's pruner over its rungs (`tuning.study.rungs`)."""
-    return rungs.make_pruner(spec.search.pruner, rungs=len(spec.fidelity.ladder))
+    """The study's pruner over its rungs (`tuning.study.rungs`): for the dominance stop, which
+    the objective applies itself, none of Optuna's."""
+    return rungs.make_pruner(spec.pruner, rungs=len(spec.fidelity.ladder))
+
+
+def study_directions(spec: StudySpec) -> list[StudyDirection]:
+    """Optuna's directions for `spec`'s objective: accuracy maximised, a cost minimised."""
+    costs = len(spec.objective.directions) - 1
+    return [StudyDirection.MAXIMIZE] + [StudyDirection.MINIMIZE] * costs

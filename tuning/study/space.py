@@ -19,8 +19,14 @@ import keras_tuner as kt
 from tuning.study.recipe_hypermodel import SEED_EPOCHS, RecipeHyperModel
 
 MAX_CONV_BLOCKS = 3
-FILTERS = (16, 32, 48, 64, 96, 128)
-DENSE_UNITS = (64, 100, 128, 256, 512)
+# 8 and 32-unit heads reach down to networks of a few thousand parameters, for cost-bounded
+# studies (`[objective]`); the seed network's 32/64/100 stay the defaults.
+FILTERS = (8, 16, 32, 48, 64, 96, 128)
+DENSE_UNITS = (32, 64, 100, 128, 256, 512)
+# A "separable" block factorises each 3x3 or 5x5 conv into a depthwise conv and a 1x1 conv (about
+# 8x fewer FLOPs at 64 channels); the network's first conv stays standard, as one input channel
+# gives a depthwise conv nothing to factorise.
+CONV_TYPES = ("standard", "separable")
 DOWNSAMPLING = ("maxpool", "strided")  # 2x2 max-pool after a block, or its last conv at stride 2
 HEADS = ("flatten", "gap")  # flatten the last feature map, or global average pooling
 
@@ -28,6 +34,7 @@ SEED_PARAMS: dict[str, Any] = {
     "conv_blocks": 2,
     "kernel_size": 3,
     "batch_norm": False,
+    "conv_type": "standard",
     "downsample": "maxpool",
     "block_dropout": 0.0,
     "filters_0": 32,
@@ -56,8 +63,9 @@ def seed_params(max_epochs: int) -> dict[str, Any]:
 
 
 class CNNHyperModel(RecipeHyperModel):
-    """Conv blocks (1-2 convs, optional batch norm, max-pool or strided, optional dropout) ->
-    flatten or global average pooling -> dense -> softmax, for 28x28x1 images in 0..255."""
+    """Conv blocks (1-2 standard or depthwise-separable convs, optional batch norm, max-pool or
+    strided, optional dropout) -> flatten or global average pooling -> dense -> softmax, for
+    28x28x1 images in 0..255."""
 
     baseline_label = "seed network"
 
@@ -65,6 +73,7 @@ class CNNHyperModel(RecipeHyperModel):
         blocks = hp.Int("conv_blocks", 1, MAX_CONV_BLOCKS, default=SEED_PARAMS["conv_blocks"])
         kernel = hp.Choice("kernel_size", [3, 5], default=SEED_PARAMS["kernel_size"])
         batch_norm = hp.Boolean("batch_norm", default=SEED_PARAMS["batch_norm"])
+        separable = hp.Choice("conv_type", list(CONV_TYPES), default="standard") == "separable"
         downsample = hp.Choice("downsample", list(DOWNSAMPLING), default="maxpool")
         block_dropout = hp.Float("block_dropout", 0.0, 0.4, step=0.1, default=0.0)
 
@@ -79,13 +88,18 @@ class CNNHyperModel(RecipeHyperModel):
             convs = hp.Int(f"convs_{block}", 1, 2, default=SEED_PARAMS[f"convs_{seed_block}"])
             for conv in range(convs):
                 strided = downsample == "strided" and conv == convs - 1
-                x = keras.layers.Conv2D(
+                layer = (
+                    keras.layers.SeparableConv2D
+                    if separable and (block, conv) != (0, 0)
+                    else keras.layers.Conv2D
+                )
+                x = layer(
                     filters,
                     kernel,
                     strides=2 if strided else 1,
                     padding="same",
                     use_bias=not batch_norm,
-                    kernel_initializer="he_uniform",
+                    **_initializers(layer),
                     name=f"block{block}_conv{conv}",
                 )(x)
                 if batch_norm:
@@ -116,6 +130,13 @@ class CNNHyperModel(RecipeHyperModel):
     def defaults(self) -> dict[str, Any]:
         """The baseline trial's parameters: the seed network with its recipe."""
         return seed_params(self.max_epochs)
+
+
+def _initializers(layer: type[keras.layers.Layer]) -> dict[str, str]:
+    """He-uniform initial weights, as the seed network's convs had, for either kind of conv."""
+    if layer is keras.layers.SeparableConv2D:
+        return {"depthwise_initializer": "he_uniform", "pointwise_initializer": "he_uniform"}
+    return {"kernel_initializer": "he_uniform"}
 
 
 def describe_space(hypermodel: kt.HyperModel) -> list[dict[str, Any]]:
