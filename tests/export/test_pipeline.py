@@ -36,7 +36,7 @@ from tuning.model.file import load_model_file
 from tuning.model.formats import FILES, FORMATS, PARITY_TOLERANCE
 from tuning.model.predictions import TestPredictions
 from tuning.model.runners import load_runner, run_in_batches
-from tuning.model.tradeoff import tradeoff_sentence, verdict
+from tuning.model.tradeoff import fastest_sentence, tradeoff_sentence, verdict
 from tuning.records import StudyKey
 from tuning.study.config import ExportSettings, load_spec
 from tuning.study.create import open_study
@@ -254,10 +254,13 @@ def test_the_card_names_the_cost_of_what_it_ships_beside_the_baseline(exported: 
     # as the study recorded it, beside its own, with the verdict at the default margin.
     assert (baseline.cost.baseline, baseline.cost.versus, baseline.cost.verdict) == (None,) * 3
     assert cost.baseline == baseline.cost.model and card.baseline.cost is None
+    # Each file the baseline wrote, as its export checked it, beside this model's files.
+    assert cost.baseline_formats == baseline.cost.formats and card.baseline.formats is None
     paired = card.baseline.paired
     assert paired is not None and cost.versus == tradeoff_sentence(
         cost.model, cost.baseline, paired
-    )
+    ) + fastest_sentence(cost.formats, baseline.cost.formats)
+    assert "; fastest file: " in cost.versus
     assert (cost.margin, cost.verdict) == (10, verdict(paired, 10))
     study = optuna.load_study(study_name="smoke", storage=exported.storage)
     assert study.user_attrs[StudyKey.EXPORTS]["0"]["cost"] == to_json(baseline.cost.model)
