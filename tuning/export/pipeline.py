@@ -250,13 +250,15 @@ def write_and_check(plan: ExportPlan, model: Any, folder: Path, *, say: LogFn) -
     beside it on the test images (or, without a test split, on some training images): parity,
     errors and latency, for the card."""
     formats = plan.settings.formats
+    # One float32 twin (a rebuilt network: seconds for an ensemble) serves writing and checks.
+    twin = float32_twin(model)
     if len(formats) > 1:
         say(f"writing {', '.join(formats[1:])}; checking each against the Keras model")
-        if float32_twin(model) is not model:
+        if twin is not model:
             say("model.keras computes in a mixed precision; the other files, in float32")
-    write_formats(model, folder, formats)
+    write_formats(model, folder, formats, twin=twin)
     if plan.test is not None:
         images, labels = plan.test.x, plan.test.y
     else:
         images, labels = plan.train.x[:PARITY_IMAGES], None
-    return check_files(model, folder, formats, images, labels)
+    return check_files(model, folder, formats, images, labels, twin=twin)

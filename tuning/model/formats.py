@@ -102,9 +102,11 @@ def float32_twin(model: Any) -> Any:
     return twin
 
 
-def write_formats(model: Any, folder: Path, formats: Sequence[str]) -> list[Path]:
+def write_formats(
+    model: Any, folder: Path, formats: Sequence[str], *, twin: Any = None
+) -> list[Path]:
     """Write `model` (saved as `folder/model.keras` already) in each of `formats` but keras,
-    into `folder`; returns the paths written.
+    into `folder`, from its float32 `twin` (default: made here); returns the paths written.
 
     Raises:
         ExportError: TensorFlow could not write a format (its one-line reason).
@@ -113,7 +115,7 @@ def write_formats(model: Any, folder: Path, formats: Sequence[str]) -> list[Path
     if not others:
         return []
     if backend.name() == "tensorflow":
-        _write_here(float32_twin(model), folder, others)
+        _write_here(float32_twin(model) if twin is None else twin, folder, others)
     else:
         _write_under_tensorflow(folder / FILES["keras"], folder, others)
     return [folder / FILES[name] for name in others]
@@ -125,8 +127,11 @@ def check_files(
     formats: Sequence[str],
     images: np.ndarray,
     labels: np.ndarray | None,
+    *,
+    twin: Any = None,
 ) -> list[FormatCheck]:
-    """Each of `formats` in `folder` set beside the Keras `model` (its float32 twin) on
+    """Each of `formats` in `folder` set beside the Keras `model` (its float32 `twin`, by
+    default made here) on
     `images`: the largest difference of probabilities, the errors on `labels` (None: none
     given) and the file's own latency at batch 1 and 256; the `.keras` file by the model
     itself, as it is shipped.
@@ -143,7 +148,7 @@ def check_files(
         FormatCheck("keras", FILES["keras"], measure_latency(keras_run, shape, threads=threads),
                     None, _errors(shipped, labels)),
     ]  # fmt: skip
-    twin = float32_twin(model)
+    twin = float32_twin(model) if twin is None else twin
     reference = shipped if twin is model else run_in_batches(keras_predictor(twin), images)
     for name in (name for name in formats if name != "keras"):
         runner = load_runner(folder / FILES[name], threads=threads)
